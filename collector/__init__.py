@@ -1,0 +1,1 @@
+"""Ingestion: the canonical ingest API, CloudEvents content modes, dead letters."""

@@ -1,0 +1,129 @@
+"""The ingest service: judge each received item on its own, store the valid ones, dead-letter the
+rest with their reason, all in one transaction that commits before the caller answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core import deadletters, jsoncodec
+from core.db import Database
+from core.deadletters import NewDeadLetter
+from core.events import CanonicalEvent, EventRejected, validate_event
+from core.eventstore import store_events
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    id: str | None
+    error: str
+
+
+@dataclass
+class Judgement:
+    """Items split into valid events (with their position) and rejections (with the raw item)."""
+
+    valid: list[tuple[int, CanonicalEvent]] = field(default_factory=list)
+    rejected: list[tuple[Rejection, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+    #: events stored now (for per-source and per-type counting by the caller)
+    stored: list[CanonicalEvent]
+
+    def as_response(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": [{"index": r.index, "id": r.id, "error": r.error} for r in self.rejected],
+        }
+
+
+def judge(items: Sequence[Any], *, require_specversion: bool) -> Judgement:
+    """Pure: validate every item; one bad item never affects another."""
+    judgement = Judgement()
+    for index, item in enumerate(items):
+        try:
+            judgement.valid.append(
+                (index, validate_event(item, require_specversion=require_specversion))
+            )
+        except EventRejected as rejected:
+            item_id = item.get("id") if isinstance(item, dict) else None
+            judgement.rejected.append(
+                (
+                    Rejection(
+                        index, item_id if isinstance(item_id, str) else None, rejected.reason
+                    ),
+                    item,
+                )
+            )
+    return judgement
+
+
+def _dead_letter(
+    rejection: Rejection, item: Any, *, channel: str, content_type: str | None
+) -> NewDeadLetter:
+    attributes = item if isinstance(item, dict) else {}
+    return NewDeadLetter(
+        reason=rejection.error,
+        raw=jsoncodec.dumps(item),
+        channel=channel,
+        content_type=content_type,
+        batch_index=rejection.index,
+        source=attributes.get("source"),
+        event_id=attributes.get("id"),
+        type=attributes.get("type"),
+    )
+
+
+def ingest(
+    database: Database,
+    items: Sequence[Any],
+    *,
+    require_specversion: bool,
+    channel: str,
+    content_type: str | None,
+    now: datetime,
+) -> IngestResult:
+    """Store what is valid and dead-letter what is not, atomically. When this returns, everything
+    it reports as accepted or rejected is durably stored; on error nothing was written."""
+    judgement = judge(items, require_specversion=require_specversion)
+    events = [event for _, event in judgement.valid]
+    letters = [
+        _dead_letter(rejection, item, channel=channel, content_type=content_type)
+        for rejection, item in judgement.rejected
+    ]
+    with database.write() as connection:
+        outcome = store_events(connection, events, received_at=now)
+        deadletters.add(connection, letters, received_at=now)
+    return IngestResult(
+        accepted=len(outcome.stored),
+        duplicates=len(outcome.duplicates),
+        rejected=[rejection for rejection, _ in judgement.rejected],
+        stored=[events[i] for i in outcome.stored],
+    )
+
+
+def dead_letter_body(
+    database: Database,
+    body: bytes,
+    *,
+    reason: str,
+    channel: str,
+    content_type: str | None,
+    now: datetime,
+) -> None:
+    """Keep a whole request body that could not be read as events (not JSON, wrong mode)."""
+    with database.write() as connection:
+        deadletters.add(
+            connection,
+            [NewDeadLetter(reason=reason, raw=body, channel=channel, content_type=content_type)],
+            received_at=now,
+        )

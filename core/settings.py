@@ -1,0 +1,139 @@
+"""One typed settings object, read from ``SYNCWATCH_*`` environment variables and an optional YAML
+file (``SYNCWATCH_CONFIG``). Environment variables win over the file. Bad configuration raises
+:class:`core.errors.ConfigError` naming the key, so start-up stops with a clear message."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.errors import ConfigError
+
+ENV_PREFIX = "SYNCWATCH_"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "syncwatch"
+
+
+class IngestSettings(BaseModel):
+    """Limits of ``POST /v1/events`` (api.md: at most 10,000 events and 10 MiB)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_events: int = Field(default=10_000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    config: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "INFO"
+    #: How long a verified API key is trusted without asking the database again (seconds).
+    #: A revoked key stops working within this time.
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return upper
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.split(":", 1)[0]
+        if scheme == "postgresql" or scheme.startswith("postgres"):
+            if scheme != "postgresql+psycopg":
+                raise ValueError(
+                    "PostgreSQL URLs must use the psycopg 3 driver: postgresql+psycopg://"
+                )
+        elif not scheme.startswith("sqlite"):
+            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL; by default a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'syncwatch.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The YAML file named by ``SYNCWATCH_CONFIG``; environment variables take precedence."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if not path:
+            return {}
+        return load_yaml(Path(path))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"SYNCWATCH_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"SYNCWATCH_CONFIG: {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"SYNCWATCH_CONFIG: {path} must hold a mapping at the top level")
+    if "config" in loaded:
+        raise ConfigError(f"config: not allowed inside the configuration file {path}")
+    return loaded
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read the settings; raise :class:`ConfigError` naming the offending key."""
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            env_name = ENV_PREFIX + "__".join(str(p) for p in error["loc"]).upper()
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown setting"
+            problems.append(f"{key} ({env_name}): {message}")
+        raise ConfigError("bad configuration: " + "; ".join(problems)) from exc

@@ -1,0 +1,130 @@
+"""SQLAlchemy Core tables of the store. The migrations in ``core/migrations`` create them; these
+definitions are what the code queries with and must match the latest migration (a test checks)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on every database. SQLite keeps naive UTC text (which
+    sorts and compares correctly); PostgreSQL keeps ``timestamptz``. Naive values are refused."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; times must be timezone-aware")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def json_type() -> sa.types.TypeEngine[Any]:
+    return sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+#: An auto-incrementing 64-bit key; SQLite needs plain INTEGER for its rowid alias.
+BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+events = sa.Table(
+    "events",
+    metadata,
+    # The ingest sequence number: probes pick up new events by it (see docs/store.md).
+    sa.Column("seq", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("time", UTCDateTime(), nullable=False),
+    sa.Column("correlation_id", sa.String(255)),  # as sent
+    sa.Column("resolved_correlation_id", sa.String(255)),  # as resolved by the probes
+    sa.Column("contract_id", sa.String(255)),  # fallback keys, copied from data for lookups
+    sa.Column("project_id", sa.String(255)),
+    sa.Column("subject", sa.Text()),
+    sa.Column("traceparent", sa.String(55)),
+    sa.Column("specversion", sa.String(10), nullable=False),
+    sa.Column("data", json_type(), nullable=False),
+    sa.Column("extensions", json_type()),
+    sa.Column("payload_hash", sa.String(64), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("source", "event_id"),
+    sa.Index(None, "type", "time"),
+    sa.Index(None, "correlation_id"),
+    sa.Index(None, "contract_id"),
+    sa.Index(None, "project_id"),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("channel", sa.String(50), nullable=False),  # api, cli, ...
+    sa.Column("content_type", sa.String(255)),
+    sa.Column("batch_index", sa.Integer()),
+    sa.Column("source", sa.String(255)),  # whatever could be read from the rejected input
+    sa.Column("event_id", sa.String(255)),
+    sa.Column("type", sa.String(255)),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("raw", sa.LargeBinary(), nullable=False),
+    # pending, retried (re-ingested: accepted or duplicate)
+    sa.Column("status", sa.String(20), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_attempt_at", UTCDateTime()),
+    sa.Column("retried_by", sa.String(255)),
+    sa.Column("event_seq", sa.BigInteger()),  # the stored event after a successful retry
+    sa.Index(None, "status", "received_at"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("roles", json_type(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime()),
+    sa.Column("revoked_at", UTCDateTime()),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("target_type", sa.String(50), nullable=False),
+    sa.Column("target_id", sa.String(255)),
+    sa.Column("details", json_type()),
+    sa.Index(None, "at"),
+    sa.Index(None, "target_type", "target_id"),
+)

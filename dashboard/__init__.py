@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (see issue 6; nothing here yet)."""

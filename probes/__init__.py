@@ -1,0 +1,1 @@
+"""Flow definitions, correlation and evaluation (see issue 3; nothing here yet)."""

@@ -1,0 +1,3 @@
+from syncwatch.cli import main
+
+main()
