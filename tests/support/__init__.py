@@ -1,0 +1,1 @@
+"""Builders and database helpers shared by the tests."""
