@@ -108,11 +108,12 @@ def _unavailable_as_503() -> Iterator[None]:
         yield
     except (exc.OperationalError, exc.InterfaceError) as error:
         raise StoreUnavailable(
-            "the database is unavailable; nothing was written", details=str(error.orig)[:300]
+            "the database is unavailable; nothing was half-written: send the request again",
+            details=str(error.orig)[:300],
         ) from error
     except exc.DBAPIError as error:
         if error.connection_invalidated:
             raise StoreUnavailable(
-                "the database connection was lost; nothing was written"
+                "the database connection was lost; nothing was half-written: send the request again"
             ) from error
         raise
