@@ -32,6 +32,17 @@ class IngestSettings(BaseModel):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
 
+class ProbeSettings(BaseModel):
+    """The probe runner: how often ``serve`` runs a cycle, and how many new events one cycle takes
+    (a cycle that hits the limit is followed at once by another)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    batch_events: int = Field(default=5000, ge=1, le=100_000)
+    enabled: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -49,6 +60,9 @@ class Settings(BaseSettings):
     #: A revoked key stops working within this time.
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    probes: ProbeSettings = Field(default_factory=ProbeSettings)
+    #: flow types (flows.md); None means the three defaults. Checked by probes.flowtypes at start.
+    flows: dict[str, Any] | None = None
 
     @field_validator("log_level")
     @classmethod
@@ -110,6 +124,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"SYNCWATCH_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"SYNCWATCH_CONFIG: {path} is not UTF-8 text: {exc.reason}") from exc
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:

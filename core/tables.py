@@ -78,6 +78,7 @@ events = sa.Table(
     sa.Index(None, "correlation_id"),
     sa.Index(None, "contract_id"),
     sa.Index(None, "project_id"),
+    sa.Index(None, "resolved_correlation_id"),
 )
 
 dead_letters = sa.Table(
@@ -127,4 +128,67 @@ audit_log = sa.Table(
     sa.Column("details", json_type()),
     sa.Index(None, "at"),
     sa.Index(None, "target_type", "target_id"),
+)
+
+# --- probes (migration 0002) ---
+
+flows = sa.Table(
+    "flows",
+    metadata,
+    sa.Column("flow_id", sa.String(700), primary_key=True),
+    sa.Column("flow_type", sa.String(100), nullable=False),
+    sa.Column("correlation_id", sa.String(255), nullable=False),
+    sa.Column("subkey", sa.String(255)),
+    sa.Column("t0", UTCDateTime(), nullable=False),
+    sa.Column("deadline_at", UTCDateTime(), nullable=False),
+    sa.Column("completed_at", UTCDateTime()),
+    sa.Column("cancelled_at", UTCDateTime()),
+    # the next instant at which time alone can change the flow's state (a pending stage deadline
+    # not yet passed when last evaluated); the probe runner's deadline sweep reads it
+    sa.Column("next_check_at", UTCDateTime()),
+    sa.Column("legal_entity", sa.String(255)),
+    sa.Column("region", sa.String(255)),
+    sa.Column("service_line", sa.String(255)),
+    sa.Column("value", sa.String(64)),  # exact decimal text
+    sa.Column("currency", sa.String(3)),
+    sa.Column("facts", json_type(), nullable=False),  # stages, integration marks, trace links
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "flow_type", "t0"),
+    sa.Index(None, "flow_type", "deadline_at"),
+    sa.Index(None, "flow_type", "completed_at"),
+    sa.Index(None, "next_check_at"),
+    sa.Index(None, "correlation_id"),
+)
+
+findings = sa.Table(
+    "findings",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("flow_id", sa.String(700), nullable=False),
+    # distinguishes findings of one kind on one flow: the stage of a stuck finding, the invoice
+    # of an amendment conflict, "" otherwise
+    sa.Column("key", sa.String(255), nullable=False, server_default=""),
+    sa.Column("queue", sa.String(50), nullable=False),
+    sa.Column("opened_at", UTCDateTime(), nullable=False),  # an event-time instant
+    sa.Column("details", json_type()),
+    sa.Column("acknowledged_at", UTCDateTime()),
+    sa.Column("acknowledged_by", sa.String(255)),
+    sa.Column("assignee", sa.String(255)),
+    sa.Column("assigned_at", UTCDateTime()),
+    sa.Column("resolved_at", UTCDateTime()),
+    sa.Column("resolved_by", sa.String(255)),  # a key's name, or "syncwatch" when by itself
+    sa.Column("resolution", sa.Text()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("kind", "flow_id", "key"),
+    sa.Index(None, "queue", "resolved_at"),
+    sa.Index(None, "flow_id"),
+)
+
+probe_state = sa.Table(
+    "probe_state",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_cycle_at", UTCDateTime()),
 )

@@ -131,14 +131,15 @@ class FlowFacts:
     def duration(self) -> timedelta | None:
         return None if self.completed_at is None else self.completed_at - self.t0
 
-    @property
-    def next_deadline_at(self) -> datetime | None:
-        """When this flow's state can next change with no new event: the earliest deadline of a
-        stage not yet reached (None once complete or cancelled: time changes nothing then)."""
+    def next_check_at(self, now: datetime) -> datetime | None:
+        """When time alone can next change this flow's state: the earliest deadline, not passed
+        at ``now``, of a stage not reached. None once complete or cancelled."""
         if self.completed_at is not None or self.cancelled_at is not None:
             return None
-        pending = [s.deadline_at for s in self.stages if s.reached_at is None]
-        return min(pending) if pending else None
+        upcoming = [
+            s.deadline_at for s in self.stages if s.reached_at is None and s.deadline_at >= now
+        ]
+        return min(upcoming) if upcoming else None
 
 
 @dataclass(frozen=True)

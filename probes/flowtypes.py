@@ -141,3 +141,50 @@ def parse_flow_types(config: Mapping[str, Any]) -> tuple[FlowType, ...]:
             raise ConfigError(f"{where}.stages: a stage type appears twice")
         result.append(FlowType(name, start, tuple(stages), key, dict(when)))
     return tuple(result)
+
+
+def configured_flow_types(config: Mapping[str, Any] | None) -> tuple[FlowType, ...]:
+    """The flow types in force: the defaults, changed by the ``flows`` section of the configuration.
+
+    An entry with the name of a default replaces it; ``null`` removes it; a new name adds a flow
+    type. To change only deadlines, an entry may give ``deadlines: {stage type: duration}``."""
+    if not config:
+        return DEFAULT_FLOW_TYPES
+    if not isinstance(config, Mapping):
+        raise ConfigError("flows: must be a mapping of flow type names to definitions")
+    by_name = {flow_type.name: flow_type for flow_type in DEFAULT_FLOW_TYPES}
+    definitions: dict[str, Any] = {}
+    for name, spec in config.items():
+        if spec is None:
+            if name not in by_name:
+                raise ConfigError(
+                    f"flows.{name}: null removes a default flow type; none has this name"
+                )
+            del by_name[name]
+        elif isinstance(spec, Mapping) and set(spec) == {"deadlines"}:
+            by_name[name] = _with_deadlines(by_name.get(name), name, spec["deadlines"])
+        else:
+            definitions[name] = spec
+    by_name.update({flow_type.name: flow_type for flow_type in parse_flow_types(definitions)})
+    if not by_name:
+        raise ConfigError("flows: at least one flow type must remain")
+    return tuple(by_name.values())
+
+
+def _with_deadlines(base: FlowType | None, name: str, deadlines: Any) -> FlowType:
+    where = f"flows.{name}.deadlines"
+    if base is None:
+        raise ConfigError(f"{where}: only changes a default flow type; define {name} in full")
+    if not isinstance(deadlines, Mapping):
+        raise ConfigError(f"{where}: must map stage types to durations")
+    stages = list(base.stages)
+    for stage_type, value in deadlines.items():
+        index = next((i for i, s in enumerate(stages) if s.type == stage_type), None)
+        if index is None:
+            raise ConfigError(f"{where}.{stage_type}: {name} has no such stage")
+        stages[index] = Stage(
+            stage_type, parse_duration(value, f"{where}.{stage_type}"), stages[index].queue
+        )
+    if [s.deadline for s in stages] != sorted(s.deadline for s in stages):
+        raise ConfigError(f"{where}: deadlines must not decrease along the stages")
+    return FlowType(base.name, base.start, tuple(stages), base.key, base.when)
