@@ -54,6 +54,8 @@ def _clip(value: Any, size: int = 255) -> str | None:
     if value is None:
         return None
     text = value if isinstance(value, str) else repr(value)
+    # A text column takes neither NUL characters (PostgreSQL) nor lone surrogates (not UTF-8).
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return text[:size]
 
 

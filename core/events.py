@@ -54,6 +54,12 @@ _SOURCE = re.compile(
 )
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$", re.ASCII)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$", re.ASCII)
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.~-]{1,100}$", re.ASCII)
+
+#: Limits that keep every accepted event storable, and readable again, on SQLite and PostgreSQL.
+MAX_DEPTH = 64  # nested objects and lists
+MAX_NUMBER_DIGITS = 1000  # digits before, and after, the decimal point
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # integers the JSON writer writes as integers
 
 
 class EventRejected(Exception):
@@ -188,6 +194,55 @@ def _required_string(raw: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def _key_path(prefix: str, key: str) -> str:
+    shown = key if _PLAIN_KEY.match(key) else repr(key)
+    return f"{prefix}.{shown}" if prefix else shown
+
+
+def _check_storable(value: Any, path: str, depth: int = 0) -> None:
+    """Reject what a store cannot keep faithfully: NUL characters (PostgreSQL refuses them), lone
+    surrogates (not UTF-8), numbers beyond the limits, non-JSON values, too deep nesting."""
+    where = path or "the event"
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise EventRejected(f"{where}: contains a NUL character (\\u0000)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EventRejected(f"{where}: contains a lone surrogate, not valid Unicode") from exc
+    elif value is None or isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise EventRejected(f"{where}: integer out of range; send large numbers as decimals")
+    elif isinstance(value, Decimal | float):
+        number = Decimal(value)
+        if not number.is_finite():
+            raise EventRejected(f"{where}: must be a finite number")
+        exponent = number.as_tuple().exponent
+        if number.adjusted() >= MAX_NUMBER_DIGITS or (
+            isinstance(exponent, int) and exponent < -MAX_NUMBER_DIGITS
+        ):
+            raise EventRejected(
+                f"{where}: a number with more than {MAX_NUMBER_DIGITS} digits before or after "
+                "the decimal point"
+            )
+    elif isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            raise EventRejected(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                _check_storable(item, f"{where}[{index}]", depth + 1)
+            return
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EventRejected(f"{where}: object keys must be strings, got {key!r}")
+            _check_storable(key, _key_path(path, key), depth + 1)
+            _check_storable(item, _key_path(path, key), depth + 1)
+    else:
+        raise EventRejected(f"{where}: not a JSON value ({type(value).__name__})")
+
+
 def payload_hash(raw: Any) -> str:
     return hashlib.sha256(dumps_canonical(raw)).hexdigest()
 
@@ -199,6 +254,7 @@ def validate_event(raw: Any, *, require_specversion: bool = False) -> CanonicalE
     mandatory; on plain ``application/json`` it defaults to ``"1.0"``."""
     if not isinstance(raw, dict):
         raise EventRejected(f"an event must be a JSON object, got {type(raw).__name__}")
+    _check_storable(raw, "")
     specversion = raw.get("specversion")
     if specversion is None:
         if require_specversion:

@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from core import jsoncodec
 from core.apikeys import KeyVerifier, Principal
 from core.db import Database
 from core.errors import Forbidden, Unauthenticated
@@ -69,3 +71,10 @@ def require(*roles: Role) -> Callable[..., Any]:
         return principal
 
     return dependency
+
+
+class ExactJSONResponse(JSONResponse):
+    """JSON with exact decimals (written digit for digit, never via float) and RFC 3339 times."""
+
+    def render(self, content: Any) -> bytes:
+        return jsoncodec.dumps(content)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +20,10 @@ from core.db import Database
 from core.errors import StoreUnavailable, SyncwatchError
 from core.settings import Settings
 from core.web import Clock, utc_now
+from probes.flowtypes import configured_flow_types
+from probes.routes import router as probes_router
 from syncwatch.audit_routes import router as audit_router
+from syncwatch.scheduler import make_scheduler
 
 log = logging.getLogger("syncwatch.api")
 
@@ -41,9 +46,31 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
-def create_app(settings: Settings, database: Database, *, clock: Clock = utc_now) -> FastAPI:
-    """Build the API. The caller owns the database (and applies migrations before serving)."""
+def create_app(
+    settings: Settings,
+    database: Database,
+    *,
+    clock: Clock = utc_now,
+    run_scheduler: bool = False,
+) -> FastAPI:
+    """Build the API. The caller owns the database (and applies migrations before serving).
+    With ``run_scheduler``, the probe cycles run in this process while the app is up. A bad
+    ``flows`` configuration raises ConfigError here, before anything starts."""
+    flow_types = configured_flow_types(settings.flows)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        scheduler = make_scheduler(database, settings, flow_types) if run_scheduler else None
+        if scheduler is not None:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=True)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="syncwatch",
         version=syncwatch.__version__,
         description="Observability and business KPIs for the CLM -> middleware -> ERP bridge.",
@@ -51,9 +78,11 @@ def create_app(settings: Settings, database: Database, *, clock: Clock = utc_now
     app.state.settings = settings
     app.state.database = database
     app.state.clock = clock
+    app.state.flow_types = flow_types
     app.state.key_verifier = KeyVerifier(database, cache_seconds=settings.key_cache_seconds)
 
     app.include_router(collector_router)
+    app.include_router(probes_router)
     app.include_router(audit_router)
     _add_health(app, database)
     _add_error_handlers(app)

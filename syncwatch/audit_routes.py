@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 from core import audit
 from core.apikeys import Principal
@@ -39,7 +39,8 @@ def get_audit(
     action: str | None = None,
     target_type: str | None = None,
     target_id: str | None = None,
-    since: datetime | None = None,
+    # naive times are ambiguous: 422, not a guess (and not a 500 from the store)
+    since: AwareDatetime | None = None,
     before_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core import apikeys, audit
@@ -31,6 +32,8 @@ db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+probe_app = typer.Typer(help="The probes that correlate events into flows.", no_args_is_help=True)
+app.add_typer(probe_app, name="probe")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -72,7 +75,7 @@ def serve(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     database = _database(settings)
-    api = create_app(settings, database)
+    api = create_app(settings, database, run_scheduler=True)
     bind_host = host or settings.host
     bind_port = port or settings.port
     err_console.print(f"syncwatch API on http://{bind_host}:{bind_port} (docs at /docs)")
@@ -179,16 +182,41 @@ def ingest(
     table.add_row(str(summary.accepted), str(summary.duplicates), str(len(summary.rejected)))
     console.print(table)
     for where, reason in summary.rejected[:20]:
-        console.print(f"  rejected {where}: {reason}")
+        # reasons quote the input and forms like KIND/NAME[/instance]: print them as text
+        console.print(f"  rejected {where}: {escape(reason)}")
     if len(summary.rejected) > 20:
         console.print(f"  ... and {len(summary.rejected) - 20} more (see GET /v1/dead-letters)")
     if summary.rejected:
         raise typer.Exit(code=1)
 
 
+@probe_app.command("run")
+def probe_run(
+    batch_events: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
+) -> None:
+    """One probe run now: every new event, and every flow whose deadline passed."""
+    from probes.flowtypes import configured_flow_types
+    from probes.runner import run_until_idle
+
+    settings = _settings()
+    flow_types = configured_flow_types(settings.flows)
+    database = _database(settings)
+    reports = run_until_idle(database, flow_types, now=utc_now(), batch_events=batch_events)
+    database.dispose()
+    if reports and reports[0].skipped:
+        console.print("another replica is running a probe cycle; nothing done")
+        return
+    console.print(
+        f"{sum(r.events for r in reports)} events, "
+        f"{sum(r.correlations for r in reports)} correlation IDs re-evaluated, "
+        f"{sum(r.swept for r in reports)} flows past a deadline, "
+        f"in {sum(r.seconds for r in reports):.3f} s (last seq {reports[-1].last_seq})"
+    )
+
+
 def main() -> None:
     try:
         app()
     except SyncwatchError as error:
-        err_console.print(f"[red]error:[/] {error.message}")
+        err_console.print(f"[red]error:[/] {escape(error.message)}")
         sys.exit(2)
