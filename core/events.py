@@ -244,7 +244,12 @@ def _check_storable(value: Any, path: str, depth: int = 0) -> None:
 
 
 def payload_hash(raw: Any) -> str:
-    return hashlib.sha256(dumps_canonical(raw)).hexdigest()
+    """sha256 of the event serialized canonically. Raises EventRejected for text that is not valid
+    Unicode (a lone surrogate escaped in the JSON), which no database column could store."""
+    try:
+        return hashlib.sha256(dumps_canonical(raw)).hexdigest()
+    except TypeError as exc:
+        raise EventRejected(f"the event cannot be stored as JSON: {exc}") from exc
 
 
 def validate_event(raw: Any, *, require_specversion: bool = False) -> CanonicalEvent:
