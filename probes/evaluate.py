@@ -67,6 +67,18 @@ class StageFacts:
 
 
 @dataclass(frozen=True)
+class StuckPeriod:
+    stage: StageFacts
+    queue: str  # as of the period's end, or as of now while it lasts
+    ended_at: datetime | None  # None: still stuck
+
+    @property
+    def opened_at(self) -> datetime:
+        """flows.md: a stuck finding opens at the stuck stage's deadline."""
+        return self.stage.deadline_at
+
+
+@dataclass(frozen=True)
 class FlowFacts:
     flow_id: str
     flow_type: str
@@ -115,6 +127,31 @@ class FlowFacts:
         if stage is None:
             return None
         return "integration_oncall" if stage.failing(at) else stage.queue
+
+    def stuck_periods(self, now: datetime) -> list[StuckPeriod]:
+        """Every period, up to ``now``, in which the flow was stuck, one per stuck stage: the
+        history of its ``stuck`` findings, derived from the facts alone (so it does not depend on
+        when the probes happened to look). A stage is the stuck stage at T when it is not reached,
+        its deadline is before T and every earlier stage is reached by T; the period ends when the
+        stage is reached or the flow completes or is cancelled."""
+        periods = []
+        earlier_reached = self.t0
+        ends = [t for t in (self.completed_at, self.cancelled_at) if t is not None]
+        flow_end = min(ends) if ends else None
+        for stage in self.stages:
+            start = max(stage.deadline_at, earlier_reached)
+            end = stage.reached_at
+            if flow_end is not None and (end is None or flow_end < end):
+                end = flow_end
+            if start < now and (end is None or start < end):
+                closed = end is not None and end <= now
+                last = end if closed and end is not None else now
+                queue = "integration_oncall" if stage.failing(last) else stage.queue
+                periods.append(StuckPeriod(stage, queue, end if closed else None))
+            if stage.reached_at is None:
+                break  # while it is missing, no later stage can be the stuck stage
+            earlier_reached = max(earlier_reached, stage.reached_at)
+        return periods
 
     def counts_as_due(self) -> bool:
         """A cancelled flow is due only when its deadline was not after the termination."""

@@ -156,31 +156,30 @@ def upsert_flows(connection: Connection, facts: Sequence[FlowFacts], now: dateti
     connection.execute(insert.on_conflict_do_update(index_elements=["flow_id"], set_=columns), rows)
 
 
-def _stuck_finding(flow: FlowFacts, now: datetime) -> FindingFacts | None:
-    stage = flow.stuck_stage(now)
-    if stage is None:
-        return None
-    queue = flow.stuck_queue(now) or stage.queue
-    return FindingFacts(
-        STUCK, flow.flow_id, queue, stage.deadline_at, stage.type, {"stage": stage.type}
-    )
+def _touched(row: Any) -> bool:
+    """Whether an operator acted on the finding: then the runner never deletes it."""
+    operator_resolved = row.resolved_at is not None and row.resolved_by != SYSTEM_ACTOR
+    return row.acknowledged_at is not None or row.assignee is not None or operator_resolved
 
 
-def _self_resolved_at(
-    flow: FlowFacts | None, stage_type: str, now: datetime
-) -> tuple[datetime, str]:
-    """When a stuck finding stopped holding (an event-time instant), and why."""
-    if flow is None:
-        return now, "the flow no longer exists"
-    candidates = []
-    stage = next((s for s in flow.stages if s.type == stage_type), None)
-    if stage is not None and stage.reached_at is not None:
-        candidates.append((stage.reached_at, "stage reached"))
-    if flow.completed_at is not None:
-        candidates.append((flow.completed_at, "flow complete"))
-    if flow.cancelled_at is not None:
-        candidates.append((flow.cancelled_at, "flow cancelled"))
-    return min(candidates) if candidates else (now, "no longer stuck")
+def _stuck_findings(
+    flow: FlowFacts, now: datetime
+) -> list[tuple[FindingFacts, datetime | None, str]]:
+    """The stuck findings of a flow up to ``now``, with when and why each resolved by itself."""
+    result = []
+    for period in flow.stuck_periods(now):
+        stage = period.stage
+        finding = FindingFacts(
+            STUCK, flow.flow_id, period.queue, period.opened_at, stage.type, {"stage": stage.type}
+        )
+        why = ""
+        if period.ended_at is not None:
+            if stage.reached_at == period.ended_at:
+                why = "stage reached"
+            else:
+                why = "flow complete" if flow.completed_at == period.ended_at else "flow cancelled"
+        result.append((finding, period.ended_at, why))
+    return result
 
 
 def sync_findings(
@@ -191,26 +190,31 @@ def sync_findings(
     *,
     gone: Iterable[str] = (),
 ) -> None:
-    """Make the findings table match: the operator findings the events raise, and each flow's
-    stuck finding as of ``now``. Findings that no longer hold are resolved by ``syncwatch``
-    (operators' acknowledgements and assignments stay)."""
-    by_flow = {flow.flow_id: flow for flow in flow_facts}
-    flow_ids = list(by_flow) + list(gone)
+    """Make the findings table say what the events say: the operator findings they raise, and
+    each flow's stuck findings up to ``now`` (resolved by ``syncwatch`` at the event time that
+    ended them). A finding the events no longer raise is deleted, unless an operator acted on it:
+    then it is kept, resolved as withdrawn. Operators' actions are never undone."""
+    flow_ids = [flow.flow_id for flow in flow_facts] + list(gone)
     if not flow_ids:
         return
-    desired = list(operator_findings)
+    wanted: dict[tuple[str, str, str], tuple[FindingFacts, datetime | None, str]] = {
+        (f.kind, f.flow_id, f.key): (f, None, "") for f in operator_findings
+    }
     for flow in flow_facts:
-        stuck = _stuck_finding(flow, now)
-        if stuck is not None:
-            desired.append(stuck)
-    wanted = {(f.kind, f.flow_id, f.key): f for f in desired}
+        for finding, ended_at, why in _stuck_findings(flow, now):
+            wanted[(finding.kind, finding.flow_id, finding.key)] = (finding, ended_at, why)
     existing: dict[tuple[str, str, str], Any] = {}
     for chunk in _chunks(flow_ids):
         for stored in connection.execute(sa.select(findings).where(findings.c.flow_id.in_(chunk))):
             existing[(stored.kind, stored.flow_id, stored.key)] = stored
 
     inserts: list[dict[str, Any]] = []
-    for key, finding in wanted.items():
+    for key, (finding, ended_at, why) in wanted.items():
+        system_state = {
+            "resolved_at": ended_at,
+            "resolved_by": SYSTEM_ACTOR if ended_at is not None else None,
+            "resolution": why or None,
+        }
         row = existing.get(key)
         if row is None:
             inserts.append(
@@ -222,6 +226,7 @@ def sync_findings(
                     "opened_at": finding.opened_at,
                     "details": finding.details,
                     "created_at": now,
+                    **system_state,
                 }
             )
             continue
@@ -232,25 +237,32 @@ def sync_findings(
             values["opened_at"] = finding.opened_at
         if row.details != finding.details:
             values["details"] = finding.details
-        if row.resolved_at is not None and row.resolved_by == SYSTEM_ACTOR:
-            values.update(resolved_at=None, resolved_by=None, resolution=None)
+        operator_resolved = row.resolved_at is not None and row.resolved_by != SYSTEM_ACTOR
+        if not operator_resolved and (row.resolved_at, row.resolution) != (
+            system_state["resolved_at"],
+            system_state["resolution"],
+        ):
+            values.update(system_state)
         if values:
             connection.execute(findings.update().where(findings.c.id == row.id).values(**values))
     if inserts:
         connection.execute(findings.insert(), inserts)
 
     for key, row in existing.items():
-        if key in wanted or row.resolved_at is not None:
+        if key in wanted:
             continue
-        if row.kind == STUCK:
-            at, why = _self_resolved_at(by_flow.get(row.flow_id), row.key, now)
-        else:
-            at, why = now, "withdrawn: the events no longer raise it"
-        connection.execute(
-            findings.update()
-            .where(findings.c.id == row.id)
-            .values(resolved_at=at, resolved_by=SYSTEM_ACTOR, resolution=why)
-        )
+        if not _touched(row):
+            connection.execute(findings.delete().where(findings.c.id == row.id))
+        elif row.resolved_at is None:
+            connection.execute(
+                findings.update()
+                .where(findings.c.id == row.id)
+                .values(
+                    resolved_at=now,
+                    resolved_by=SYSTEM_ACTOR,
+                    resolution="withdrawn: the events no longer raise it",
+                )
+            )
 
 
 def sweep_due(
@@ -288,7 +300,7 @@ def _operator_findings_of(connection: Connection, flow_ids: Sequence[str]) -> li
         )
         for row in rows:
             if row.resolved_at is not None and row.resolved_by == SYSTEM_ACTOR:
-                continue  # withdrawn: stays withdrawn until the events raise it again
+                continue  # withdrawn: an operator acted on it, and the events no longer raise it
             result.append(
                 FindingFacts(
                     row.kind, row.flow_id, row.queue, row.opened_at, row.key, row.details or {}
