@@ -3,6 +3,7 @@ rest with their reason, all in one transaction that commits before the caller an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,6 +57,8 @@ def judge(items: Sequence[Any], *, require_specversion: bool) -> Judgement:
             )
         except EventRejected as rejected:
             item_id = item.get("id") if isinstance(item, dict) else None
+            if isinstance(item_id, str):  # shown in a JSON answer: escape lone surrogates
+                item_id = item_id.encode("utf-8", "backslashreplace").decode("utf-8")
             judgement.rejected.append(
                 (
                     Rejection(
@@ -71,9 +74,13 @@ def _dead_letter(
     rejection: Rejection, item: Any, *, channel: str, content_type: str | None
 ) -> NewDeadLetter:
     attributes = item if isinstance(item, dict) else {}
+    try:
+        raw = jsoncodec.dumps(item)
+    except TypeError:  # what orjson cannot write (lone surrogates, deep nesting) the stdlib can
+        raw = json.dumps(item, default=str).encode("ascii")
     return NewDeadLetter(
         reason=rejection.error,
-        raw=jsoncodec.dumps(item),
+        raw=raw,
         channel=channel,
         content_type=content_type,
         batch_index=rejection.index,
