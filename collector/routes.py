@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from collector.ingest import dead_letter_body, ingest
@@ -149,7 +149,8 @@ def list_dead_letters(
     database: DatabaseDep,
     status: Annotated[str | None, Query(pattern="^(pending|retried|all)$")] = "pending",
     source: str | None = None,
-    since: datetime | None = None,
+    # naive times are ambiguous: 422, not a guess (and not a 500 from the store)
+    since: AwareDatetime | None = None,
     before_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeadLetterPage:

@@ -31,7 +31,7 @@ def make_event(type: str = "contract.signed", **overrides: Any) -> dict[str, Any
     number = next(_counter)
     event: dict[str, Any] = {
         "id": f"evt-{number}",
-        "source": _SOURCES.get(type.split(".")[0], "erp/netsuite"),
+        "source": _SOURCES.get(type.partition(".")[0], "erp/netsuite"),
         "type": type,
         "time": "2026-11-20T10:00:00Z",
         "correlationid": f"Q2C-{number}",
