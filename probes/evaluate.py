@@ -143,7 +143,9 @@ class FlowFacts:
             end = stage.reached_at
             if flow_end is not None and (end is None or flow_end < end):
                 end = flow_end
-            if start < now and (end is None or start < end):
+            # stuck at some T <= now: T > deadline and T >= the earlier stages' reached times
+            stuck_by_now = stage.deadline_at < now and earlier_reached <= now
+            if stuck_by_now and (end is None or start < end):
                 closed = end is not None and end <= now
                 last = end if closed and end is not None else now
                 queue = "integration_oncall" if stage.failing(last) else stage.queue

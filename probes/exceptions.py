@@ -46,8 +46,15 @@ class ExceptionFilter:
 
 
 def listing(
-    connection: Connection, flt: ExceptionFilter, *, before_id: int | None, limit: int
+    connection: Connection,
+    flt: ExceptionFilter,
+    *,
+    before_id: int | None,
+    limit: int,
+    now: datetime | None = None,
 ) -> list[Any]:
+    """Newest first. With ``now``, an open finding is one open as of ``now`` (flows.md): one that
+    opens later (an event stamped ahead of ``now``) is not listed as open yet."""
     query = sa.select(findings).order_by(findings.c.id.desc()).limit(limit)
     for column, value in (
         (findings.c.queue, flt.queue),
@@ -62,6 +69,8 @@ def listing(
             query = query.where(findings.c.resolved_at.is_not(None))
         else:
             query = query.where(findings.c.resolved_at.is_(None))
+            if now is not None:
+                query = query.where(findings.c.opened_at <= now)
         if flt.status == "acknowledged":
             query = query.where(findings.c.acknowledged_at.is_not(None))
         elif flt.status == "unacknowledged":

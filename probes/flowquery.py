@@ -85,7 +85,7 @@ def list_flows(
     selected = [
         s
         for s in summaries
-        if (flt.state != "open" or s.state == "open")
+        if (flt.state != "open" or s.state in ("open", "stuck"))  # flows.md: stuck flows are open
         and (flt.state != "stuck" or s.state == "stuck")
         and (flt.stage is None or s.stuck_stage == flt.stage)
         and (flt.queue is None or s.queue == flt.queue)

@@ -120,7 +120,7 @@ def list_exceptions(
     now = clock()
     flt = ExceptionFilter(queue, kind, status, assignee, flow_id)
     with database.read() as connection:
-        rows = exceptions.listing(connection, flt, before_id=before_id, limit=limit)
+        rows = exceptions.listing(connection, flt, before_id=before_id, limit=limit, now=now)
     return {
         "items": [exceptions.as_dict(row, now) for row in rows],
         "next_before_id": rows[-1].id if len(rows) == limit else None,
