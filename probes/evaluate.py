@@ -335,9 +335,11 @@ def _flow(
         stages=stages,
         completed_at=completed_at,
         cancelled_at=cancelled_at,
-        legal_entity=_text(contract_data, "legal_entity"),
-        region=_text(contract_data, "region"),
-        service_line=_text(contract_data, "service_line"),
+        # flows.md: attributes come from the start event; a start event that has none (a
+        # milestone.completed) takes the contract's, which the KPI filters go by (kpis.md)
+        legal_entity=_text(data, "legal_entity") or _text(contract_data, "legal_entity"),
+        region=_text(data, "region") or _text(contract_data, "region"),
+        service_line=_text(data, "service_line") or _text(contract_data, "service_line"),
         value=value,
         currency=currency,
         traceparents=traceparents,
@@ -418,7 +420,7 @@ def _onboarding_findings(
                         "duplicate_project",
                         flow.flow_id,
                         "pmo",
-                        event.time,
+                        max(event.time, flow.t0),  # clock skew: not before the flow exists
                         "",
                         {"project_ids": projects[:]},
                     )
@@ -435,7 +437,7 @@ def _onboarding_findings(
                     "term_mismatch",
                     flow.flow_id,
                     "finance_ops",
-                    plan.time,
+                    max(plan.time, flow.t0),  # clock skew: not before the flow exists
                     "",
                     {"differences": differences},
                 )
