@@ -21,7 +21,9 @@ STUCK = "stuck"
 _CHUNK = 500
 _MAX_CLOSURE_ROUNDS = 20
 
-_EVENT_COLUMNS = (
+#: What correlation reads: no ``data`` (parsing it is most of the cost of reading an event); the
+#: fallback keys are the contract_id and project_id columns, copied from it on ingest.
+_KEY_COLUMNS = (
     events.c.seq,
     events.c.source,
     events.c.event_id,
@@ -31,9 +33,9 @@ _EVENT_COLUMNS = (
     events.c.resolved_correlation_id,
     events.c.contract_id,
     events.c.project_id,
-    events.c.traceparent,
-    events.c.data,
 )
+#: What evaluation reads: the keys, the trace context and the data.
+_EVENT_COLUMNS = (*_KEY_COLUMNS, events.c.traceparent, events.c.data)
 
 
 def _chunks(values: Iterable[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
@@ -59,8 +61,28 @@ def to_event(row: Any) -> CanonicalEvent:
     )
 
 
+def to_key_event(row: Any) -> CanonicalEvent:
+    """The event as :func:`probes.correlate.resolve` reads it (correlation ID, type, time, source,
+    id and the fallback keys), from :data:`_KEY_COLUMNS`. The key columns hold ``data``'s value
+    where it is a string and NULL otherwise (core.eventstore), so the keys resolve alike."""
+    data: dict[str, Any] = {}
+    if row.contract_id is not None:
+        data["contract_id"] = row.contract_id
+    if row.project_id is not None:
+        data["project_id"] = row.project_id
+    return CanonicalEvent(
+        source=row.source,
+        id=row.event_id,
+        type=row.type,
+        time=row.time,
+        data=data,
+        correlation_id=row.correlation_id,
+    )
+
+
 def load_events_after(connection: Connection, seq: int, limit: int) -> list[Any]:
-    query = sa.select(*_EVENT_COLUMNS).where(events.c.seq > seq).order_by(events.c.seq).limit(limit)
+    """The next events by seq, without ``data``: the runner needs only their keys."""
+    query = sa.select(*_KEY_COLUMNS).where(events.c.seq > seq).order_by(events.c.seq).limit(limit)
     return list(connection.execute(query))
 
 
@@ -68,7 +90,8 @@ def load_key_closure(
     connection: Connection, contract_ids: set[str], project_ids: set[str]
 ) -> list[Any]:
     """Every event sharing a contract_id or project_id with the seeds, closed under the keys of
-    what was loaded: enough to resolve each of them exactly as from the whole store."""
+    what was loaded: enough to resolve each of them exactly as from the whole store. Rows of
+    :data:`_KEY_COLUMNS`, for :func:`to_key_event`."""
     loaded: dict[int, Any] = {}
     seen_contracts: set[str] = set()
     seen_projects: set[str] = set()
@@ -83,11 +106,11 @@ def load_key_closure(
         rows: list[Any] = []
         for chunk in _chunks(frontier_c):
             rows += connection.execute(
-                sa.select(*_EVENT_COLUMNS).where(events.c.contract_id.in_(chunk))
+                sa.select(*_KEY_COLUMNS).where(events.c.contract_id.in_(chunk))
             ).all()
         for chunk in _chunks(frontier_p):
             rows += connection.execute(
-                sa.select(*_EVENT_COLUMNS).where(events.c.project_id.in_(chunk))
+                sa.select(*_KEY_COLUMNS).where(events.c.project_id.in_(chunk))
             ).all()
         frontier_c, frontier_p = set(), set()
         for row in rows:
@@ -149,8 +172,27 @@ def save_groups(
     return current
 
 
+def _next_check(flow: FlowFacts, now: datetime) -> datetime | None:
+    """When the sweep must look at the flow again: its next pending deadline or, sooner, the time
+    of an event stamped after ``now`` (a source clock ahead of ours) that reaches a stage, ends the
+    flow or changes a stage's middleware outcome: time alone changes its findings then too."""
+    ends = [t for t in (flow.completed_at, flow.cancelled_at) if t is not None]
+    if ends and min(ends) <= now:
+        return None
+    instants = (
+        *ends,
+        *(stage.reached_at for stage in flow.stages),
+        *(mark.time for stage in flow.stages for mark in stage.integration),
+    )
+    ahead = [t for t in instants if t is not None and t > now]
+    deadline = flow.next_check_at(now)
+    if deadline is not None:
+        ahead.append(deadline)  # may be exactly now: a deadline is passed only after it
+    return min(ahead) if ahead else None
+
+
 def upsert_flows(connection: Connection, facts: Sequence[FlowFacts], now: datetime) -> None:
-    rows = [flow_row(f, next_check_at=f.next_check_at(now), now=now) for f in facts]
+    rows = [flow_row(f, next_check_at=_next_check(f, now), now=now) for f in facts]
     insert = _insert(connection, flows)
     columns = {name: insert.excluded[name] for name in rows[0] if name != "flow_id"}
     connection.execute(insert.on_conflict_do_update(index_elements=["flow_id"], set_=columns), rows)
@@ -285,9 +327,7 @@ def sweep_due(
         .where(flows.c.flow_id == sa.bindparam("b_id"))
         .values(next_check_at=sa.bindparam("b_next"), updated_at=now)
     )
-    connection.execute(
-        statement, [{"b_id": f.flow_id, "b_next": f.next_check_at(now)} for f in due]
-    )
+    connection.execute(statement, [{"b_id": f.flow_id, "b_next": _next_check(f, now)} for f in due])
     return len(due)
 
 

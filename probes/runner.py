@@ -150,7 +150,7 @@ def _correlate(connection: Connection, new: Sequence[Any], last_seq: int) -> set
     if not seed_contracts and not seed_projects:
         return affected
     pool = flowstore.load_key_closure(connection, seed_contracts, seed_projects)
-    resolved = resolve(flowstore.to_event(row) for row in pool)
+    resolved = resolve(flowstore.to_key_event(row) for row in pool)
     changes: dict[int, str | None] = {}
     for row in pool:
         if row.correlation_id is not None:
