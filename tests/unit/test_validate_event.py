@@ -417,3 +417,28 @@ def test_decimals_round_trip_exactly_through_the_json_codec(value: Decimal) -> N
         assert back.as_tuple() == value.as_tuple()
     else:  # an integral value without exponent reads back as int: same digits
         assert str(back) == str(value).removeprefix("-" if value.is_zero() else "")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"id": "x" * 256}, "id: at most 255 characters"),
+        ({"source": "erp/" + "n" * 252}, "source: at most 255 characters"),
+        ({"correlationid": "c" * 256}, "correlationid: at most 255 characters"),
+        ({"type": "t" * 101}, "type: at most 100 characters"),
+        ({"data": {"contract_id": "C" * 256}}, "data.contract_id: at most 255 characters"),
+        ({"data": {"contract_id": "C", "region": "r" * 256}}, "data.region: at most 255"),
+        ({"type": "custom.thing", "data": {"project_id": "P" * 256}}, "data.project_id: at most"),
+    ],
+)
+def test_identifiers_longer_than_their_columns_are_rejected(
+    overrides: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(EventRejected) as rejected:
+        validate_event(make_event(**overrides))
+    assert rejected.value.reason.startswith(reason)
+
+
+def test_identifiers_at_the_limit_are_valid() -> None:
+    event = validate_event(make_event(id="x" * 255, correlationid="c" * 255))
+    assert len(event.id) == 255
