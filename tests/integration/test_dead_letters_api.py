@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from core.db import Database
 from core.tables import events
 from tests.conftest import bearer
 from tests.support.builders import make_event
+from tests.support.examples import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "examples"
 BAD_MONEY = 6  # the index in invalid.json of the milestone with amount "12,5 EUR"
 
 

@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,8 +26,8 @@ from probes.flowtypes import DEFAULT_FLOW_TYPES
 from probes.runner import run_until_idle
 from syncwatch.app import create_app
 from tests.conftest import bearer
+from tests.support.examples import EXAMPLES
 
-EXAMPLES = Path(__file__).parents[3] / "shared" / "spec" / "examples"
 EVENTS: list[dict[str, Any]] = jsoncodec.loads((EXAMPLES / "events.json").read_bytes())
 EXPECTED: dict[str, Any] = jsoncodec.loads((EXAMPLES / "expected-7d.json").read_bytes())
 BY_REGION: dict[str, Any] = jsoncodec.loads((EXAMPLES / "expected-7d-region.json").read_bytes())

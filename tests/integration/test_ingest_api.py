@@ -22,8 +22,8 @@ from core.tables import dead_letters, events
 from syncwatch.app import create_app
 from tests.conftest import bearer
 from tests.support.builders import make_event
+from tests.support.examples import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "examples"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 

@@ -20,15 +20,15 @@ from core.tables import findings, flows
 from probes.flowtypes import DEFAULT_FLOW_TYPES
 from probes.runner import run_cycle, run_until_idle
 from tests.support import databases
+from tests.support.examples import EXAMPLES
 
-EXAMPLES = Path(__file__).parents[3] / "shared" / "spec" / "examples" / "events.json"
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def _scenario() -> list[dict[str, Any]]:
     """The example's events of a dozen correlation IDs, chosen for their faults, plus every event
     without a correlationid (fallback keys and uncorrelated ones)."""
-    events = jsoncodec.loads(EXAMPLES.read_bytes())
+    events = jsoncodec.loads((EXAMPLES / "events.json").read_bytes())
     correlations = sorted({e["correlationid"] for e in events if e.get("correlationid")})
     chosen = set(correlations[::7])
     return [e for e in events if e.get("correlationid") in chosen or not e.get("correlationid")]

@@ -9,7 +9,6 @@ import random
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,8 +27,8 @@ from probes.flowtypes import DEFAULT_FLOW_TYPES
 from probes.runner import CycleReport, run_cycle, run_until_idle
 from tests.support import databases
 from tests.support.builders import make_event
+from tests.support.examples import EXAMPLES
 
-EXAMPLES = Path(__file__).parents[3] / "shared" / "spec" / "examples"
 EVENTS: list[dict[str, Any]] = jsoncodec.loads((EXAMPLES / "events.json").read_bytes())
 EXPECTED: dict[str, Any] = jsoncodec.loads((EXAMPLES / "expected-7d.json").read_bytes())
 NOW = datetime(2026, 11, 30, tzinfo=UTC)

@@ -7,7 +7,6 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,8 @@ from core import jsoncodec
 from core.events import EventRejected, validate_event
 from core.vocabulary import EVENT_TYPES
 from tests.support.builders import make_event
+from tests.support.examples import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "examples"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 # The data fields of events.md, transcribed independently of core.vocabulary: "name:kind" (the kind
