@@ -124,6 +124,21 @@ def load_key_closure(
     return list(loaded.values())
 
 
+def correlations_with_events_after(
+    connection: Connection, seq: int, correlation_ids: Iterable[str]
+) -> set[str]:
+    """Those of ``correlation_ids`` that events after ``seq`` name explicitly."""
+    found: set[str] = set()
+    for chunk in _chunks(correlation_ids):
+        rows = connection.execute(
+            sa.select(events.c.correlation_id)
+            .where(events.c.seq > seq, events.c.correlation_id.in_(chunk))
+            .distinct()
+        )
+        found.update(row.correlation_id for row in rows)
+    return found
+
+
 def set_resolved(connection: Connection, changes: Mapping[int, str | None]) -> None:
     if not changes:
         return

@@ -78,9 +78,13 @@ def run_cycle(
         last_seq = _last_seq(connection)
         new = flowstore.load_events_after(connection, last_seq, batch_events)
         affected = _correlate(connection, new, last_seq)
+        new_last = new[-1].seq if new else last_seq
+        if len(new) >= batch_events:
+            # Catching up on a backlog: a correlation ID that has events still waiting is
+            # evaluated when the last of them is taken (it names the ID), not once per batch.
+            affected -= flowstore.correlations_with_events_after(connection, new_last, affected)
         evaluated = _evaluate(connection, flow_types, affected, now)
         swept = flowstore.sweep_due(connection, now, exclude=evaluated)
-        new_last = new[-1].seq if new else last_seq
         connection.execute(
             probe_state.update()
             .where(probe_state.c.name == STATE_NAME)
