@@ -105,7 +105,7 @@ def store_events(
 # placeholders of every batch). Measured with bench/ingest (docs/benchmarks.md).
 
 #: The columns the bulk paths write, in this order; seq and resolved_correlation_id are left out.
-_COLUMNS = (
+BULK_COLUMNS = (
     "source",
     "event_id",
     "type",
@@ -121,7 +121,7 @@ _COLUMNS = (
     "payload_hash",
     "received_at",
 )
-_COLUMN_LIST = ", ".join(_COLUMNS)
+_COLUMN_LIST = ", ".join(BULK_COLUMNS)
 
 
 def _same(value: Any) -> Any:
@@ -137,7 +137,7 @@ def _processor(column: str, dialect: Dialect) -> Callable[[Any], Any]:
 def _values(
     new: Sequence[CanonicalEvent], received_at: datetime, dialect: Dialect
 ) -> list[tuple[Any, ...]]:
-    """The rows of ``new`` as driver values, in ``_COLUMNS`` order."""
+    """The rows of ``new`` as driver values, in ``BULK_COLUMNS`` order."""
     time_value = _processor("time", dialect)
     data_value = _processor("data", dialect)
     extensions_value = _processor("extensions", dialect)
@@ -166,7 +166,7 @@ def _values(
     return values
 
 
-_SQLITE_ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+_SQLITE_ROW = "(" + ", ".join("?" * len(BULK_COLUMNS)) + ")"
 #: Rows per INSERT statement on SQLite (at most; fewer where the library allows fewer variables).
 _SQLITE_ROWS_PER_STATEMENT = 1000
 _SQLITE_MAX_ROWID = 2**63 - 1
@@ -194,7 +194,7 @@ def _insert_sqlite(
     driver: Any = connection.connection.driver_connection  # a sqlite3.Connection
     per_statement = min(
         _SQLITE_ROWS_PER_STATEMENT,
-        driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COLUMNS),
+        driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(BULK_COLUMNS),
     )
     values = _values(new, received_at, connection.dialect)
     inserted = 0

@@ -27,24 +27,9 @@ import psycopg
 from core import jsoncodec
 from core.db import SQLITE_BUSY_TIMEOUT_MS
 from core.events import validate_event
-from core.eventstore import _row
+from core.eventstore import BULK_COLUMNS, _row
 
-COLUMNS = (
-    "source",
-    "event_id",
-    "type",
-    "time",
-    "correlation_id",
-    "contract_id",
-    "project_id",
-    "subject",
-    "traceparent",
-    "specversion",
-    "data",
-    "extensions",
-    "payload_hash",
-    "received_at",
-)
+COLUMNS = BULK_COLUMNS  # the columns store_events' bulk paths write, in their order
 _JSON = {"data", "extensions"}
 _TIMES = {"time", "received_at"}
 #: Bodies whose rows are built (untimed) before they are inserted (timed).
