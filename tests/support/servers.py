@@ -222,10 +222,11 @@ class PgCluster:
 @contextmanager
 def pg_cluster() -> Iterator[PgCluster]:
     """A started temporary cluster, stopped and removed afterwards (even when the test fails).
-    Skips the test when the PostgreSQL server binaries are not installed."""
+    Fails the test when the PostgreSQL server binaries are not installed (scripts/setup.sh
+    installs them): a durability test that silently skips proves nothing."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin")
+        pytest.fail("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin")
     # Directly under the system temporary directory: pytest's tmp_path is private to root, and the
     # postgres user must be able to reach its data and socket directory.
     base = Path(tempfile.mkdtemp(prefix="syncwatch-pg-"))
