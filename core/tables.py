@@ -192,3 +192,37 @@ probe_state = sa.Table(
     sa.Column("last_seq", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("last_cycle_at", UTCDateTime()),
 )
+
+# --- KPIs, metrics and traces (migration 0003) ---
+
+flow_outcomes = sa.Table(
+    "flow_outcomes",
+    metadata,
+    # One row per flow ever evaluated; what is decided here is never revised (metrics.md: the
+    # deadline outcome is counted once, when decided; a completion's duration once, when seen).
+    sa.Column("flow_id", sa.String(700), primary_key=True),
+    sa.Column("flow_type", sa.String(100), nullable=False),
+    sa.Column("deadline_outcome", sa.String(10)),  # met, missed; NULL while undecided
+    sa.Column("deadline_decided_at", UTCDateTime()),
+    sa.Column("duration_seconds", sa.Float()),  # completed_at - T0, when the completion was seen
+    sa.Column("completion_seen_at", UTCDateTime()),
+    # Traces (OpenTelemetry): the flow's state as last evaluated when it is complete, stuck or
+    # cancelled; the state last exported; and whether an export is waiting.
+    sa.Column("trace_state", sa.String(20)),
+    sa.Column("traced_state", sa.String(20)),
+    sa.Column("trace_pending", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Index(None, "trace_pending"),
+)
+
+metric_totals = sa.Table(
+    "metric_totals",
+    metadata,
+    # Running totals behind the counters and histograms of /metrics, kept up to date by the probe
+    # runner in the transaction that decides what they count, so a scrape reads a few rows and
+    # every replica exposes the same values.
+    sa.Column("metric", sa.String(100), primary_key=True),
+    sa.Column("flow_type", sa.String(100), primary_key=True),
+    sa.Column("label", sa.String(100), primary_key=True),  # outcome, bucket bound, "sum"
+    sa.Column("value", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("exemplar", json_type()),  # the latest observation in a bucket
+)

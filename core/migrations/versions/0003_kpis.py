@@ -1,0 +1,51 @@
+"""KPIs, metrics and traces: per-flow outcomes decided once, running metric totals.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-03
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+from core.tables import UTCDateTime
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+_json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "flow_outcomes",
+        sa.Column("flow_id", sa.String(700), nullable=False),
+        sa.Column("flow_type", sa.String(100), nullable=False),
+        sa.Column("deadline_outcome", sa.String(10)),
+        sa.Column("deadline_decided_at", UTCDateTime()),
+        sa.Column("duration_seconds", sa.Float()),
+        sa.Column("completion_seen_at", UTCDateTime()),
+        sa.Column("trace_state", sa.String(20)),
+        sa.Column("traced_state", sa.String(20)),
+        sa.Column("trace_pending", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.PrimaryKeyConstraint("flow_id", name=op.f("pk_flow_outcomes")),
+    )
+    op.create_index(op.f("ix_flow_outcomes_trace_pending"), "flow_outcomes", ["trace_pending"])
+    op.create_table(
+        "metric_totals",
+        sa.Column("metric", sa.String(100), nullable=False),
+        sa.Column("flow_type", sa.String(100), nullable=False),
+        sa.Column("label", sa.String(100), nullable=False),
+        sa.Column("value", sa.Float(), nullable=False, server_default="0"),
+        sa.Column("exemplar", _json),
+        sa.PrimaryKeyConstraint("metric", "flow_type", "label", name=op.f("pk_metric_totals")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("metric_totals")
+    op.drop_index(op.f("ix_flow_outcomes_trace_pending"), table_name="flow_outcomes")
+    op.drop_table("flow_outcomes")
