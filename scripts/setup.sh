@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-DEBIAN_PACKAGES=(postgresql)
+# prometheus (with promtool) and prometheus-alertmanager (with amtool): the tests run them for real
+DEBIAN_PACKAGES=(postgresql prometheus prometheus-alertmanager)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
@@ -24,6 +25,12 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import syncwatch, core, collector" # fails loudly if the install did not work
+
+# Debian's packages start Prometheus and Alertmanager as services on their default ports; the tests
+# start their own on free ports, so stop the packaged ones where they were started.
+for service in prometheus prometheus-alertmanager prometheus-node-exporter; do
+  pkill -x "${service}" 2>/dev/null || true
+done
 
 # The tests use the PostgreSQL server on 127.0.0.1:5432 (trust auth, database test).
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
