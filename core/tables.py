@@ -79,6 +79,7 @@ events = sa.Table(
     sa.Index(None, "contract_id"),
     sa.Index(None, "project_id"),
     sa.Index(None, "resolved_correlation_id"),
+    sa.Index(None, "source", "time"),
 )
 
 dead_letters = sa.Table(
@@ -101,6 +102,7 @@ dead_letters = sa.Table(
     sa.Column("retried_by", sa.String(255)),
     sa.Column("event_seq", sa.BigInteger()),  # the stored event after a successful retry
     sa.Index(None, "status", "received_at"),
+    sa.Index(None, "received_at"),
 )
 
 api_keys = sa.Table(
@@ -143,6 +145,9 @@ flows = sa.Table(
     sa.Column("deadline_at", UTCDateTime(), nullable=False),
     sa.Column("completed_at", UTCDateTime()),
     sa.Column("cancelled_at", UTCDateTime()),
+    # completed_at or cancelled_at (a flow has at most one): the flow is open as of T when
+    # t0 <= T and ended_at is NULL or after T, which the KPIs count through this index
+    sa.Column("ended_at", UTCDateTime()),
     # the next instant at which time alone can change the flow's state (a pending stage deadline
     # not yet passed when last evaluated); the probe runner's deadline sweep reads it
     sa.Column("next_check_at", UTCDateTime()),
@@ -158,6 +163,7 @@ flows = sa.Table(
     sa.Index(None, "flow_type", "completed_at"),
     sa.Index(None, "next_check_at"),
     sa.Index(None, "correlation_id"),
+    sa.Index(None, "ended_at"),
 )
 
 findings = sa.Table(
@@ -183,6 +189,7 @@ findings = sa.Table(
     sa.UniqueConstraint("kind", "flow_id", "key"),
     sa.Index(None, "queue", "resolved_at"),
     sa.Index(None, "flow_id"),
+    sa.Index(None, "kind", "opened_at"),
 )
 
 probe_state = sa.Table(

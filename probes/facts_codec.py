@@ -52,6 +52,7 @@ def flow_row(facts: FlowFacts, *, next_check_at: datetime | None, now: datetime)
         "deadline_at": facts.deadline_at,
         "completed_at": facts.completed_at,
         "cancelled_at": facts.cancelled_at,
+        "ended_at": facts.completed_at or facts.cancelled_at,
         "next_check_at": next_check_at,
         "legal_entity": facts.legal_entity,
         "region": facts.region,

@@ -20,6 +20,12 @@ _json = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
 def upgrade() -> None:
+    op.add_column("flows", sa.Column("ended_at", UTCDateTime()))
+    op.execute("UPDATE flows SET ended_at = COALESCE(completed_at, cancelled_at)")
+    op.create_index(op.f("ix_flows_ended_at"), "flows", ["ended_at"])
+    op.create_index(op.f("ix_findings_kind_opened_at"), "findings", ["kind", "opened_at"])
+    op.create_index(op.f("ix_events_source_time"), "events", ["source", "time"])
+    op.create_index(op.f("ix_dead_letters_received_at"), "dead_letters", ["received_at"])
     op.create_table(
         "flow_outcomes",
         sa.Column("flow_id", sa.String(700), nullable=False),
@@ -49,3 +55,9 @@ def downgrade() -> None:
     op.drop_table("metric_totals")
     op.drop_index(op.f("ix_flow_outcomes_trace_pending"), table_name="flow_outcomes")
     op.drop_table("flow_outcomes")
+    op.drop_index(op.f("ix_dead_letters_received_at"), table_name="dead_letters")
+    op.drop_index(op.f("ix_events_source_time"), table_name="events")
+    op.drop_index(op.f("ix_findings_kind_opened_at"), table_name="findings")
+    op.drop_index(op.f("ix_flows_ended_at"), table_name="flows")
+    with op.batch_alter_table("flows") as batch:
+        batch.drop_column("ended_at")
