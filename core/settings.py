@@ -5,12 +5,14 @@ file (``SYNCWATCH_CONFIG``). Environment variables win over the file. Bad config
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -43,6 +45,84 @@ class ProbeSettings(BaseModel):
     enabled: bool = True
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def headers_from_env(name: str) -> dict[str, str]:
+    """Headers from the environment variable ``name``: ``key=value`` pairs separated by commas,
+    values percent-decoded (the format of ``OTEL_EXPORTER_OTLP_HEADERS``). Errors never quote the
+    value: it holds secrets."""
+    text = os.environ.get(name)
+    if text is None:
+        raise ValueError(f"the environment variable {name} is not set")
+    headers = {}
+    for number, item in enumerate(text.split(","), start=1):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _HEADER_NAME.match(key):
+            raise ValueError(
+                f"the environment variable {name} must hold key=value pairs separated by commas "
+                f"(entry {number} is not one)"
+            )
+        headers[key] = unquote(value.strip())
+    return headers
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces of business flows, exported over OTLP/HTTP (docs/tracing.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    #: The OTLP/HTTP traces URL (``http://collector:4318/v1/traces``). None: the exporter's
+    #: standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` variables.
+    endpoint: str | None = None
+    #: The NAME of an environment variable holding extra headers ``k=v,k2=v2`` (tokens, tenants):
+    #: secrets never go into the YAML file.
+    headers_env: str | None = None
+    service_name: str = Field(default="syncwatch", min_length=1, max_length=255)
+    #: Seconds between two exports of the flows whose trace changed.
+    export_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    #: Flows one export request takes (a full batch is followed at once by another).
+    batch_flows: int = Field(default=200, ge=1, le=10_000)
+    #: Seconds one export request may take, retries included.
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: Trace the service's own HTTP requests too (one SERVER span per request).
+    requests: bool = True
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(
+                "must be an http:// or https:// URL such as http://host:4318/v1/traces"
+            )
+        return value
+
+    @field_validator("headers_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not _ENV_NAME.match(value):
+            raise ValueError(
+                "must be the name of an environment variable that holds the headers, "
+                "not the headers themselves"
+            )
+        if info.data.get("enabled"):
+            headers_from_env(value)  # fail at start-up, not at the first export
+        return value
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.headers_env is None else headers_from_env(self.headers_env)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -61,6 +141,7 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     #: flow types (flows.md); None means the three defaults. Checked by probes.flowtypes at start.
     flows: dict[str, Any] | None = None
 

@@ -167,8 +167,9 @@ def save_groups(
     correlation_ids: Sequence[str],
     results: Mapping[str, GroupResult],
     now: datetime,
-) -> set[str]:
-    """Write the flows and findings of these correlation IDs; remove flows that no longer exist."""
+) -> list[FlowFacts]:
+    """Write the flows and findings of these correlation IDs; remove flows that no longer exist.
+    Returns the flows written."""
     existing = {
         row.flow_id
         for row in connection.execute(
@@ -184,7 +185,7 @@ def save_groups(
         upsert_flows(connection, all_flows, now)
     desired = [finding for result in results.values() for finding in result.findings]
     sync_findings(connection, all_flows, desired, now, gone=stale)
-    return current
+    return all_flows
 
 
 def _next_check(flow: FlowFacts, now: datetime) -> datetime | None:
@@ -324,8 +325,9 @@ def sync_findings(
 
 def sweep_due(
     connection: Connection, now: datetime, *, exclude: set[str], limit: int = 5000
-) -> int:
-    """Re-evaluate, as of ``now``, the flows whose next deadline has passed (no event needed)."""
+) -> list[FlowFacts]:
+    """Re-evaluate, as of ``now``, the flows whose next deadline has passed (no event needed);
+    return them."""
     rows = connection.execute(
         sa.select(flows)
         .where(flows.c.next_check_at < now)
@@ -334,7 +336,7 @@ def sweep_due(
     ).all()
     due = [facts_from_row(row) for row in rows if row.flow_id not in exclude]
     if not due:
-        return 0
+        return []
     existing_operator = _operator_findings_of(connection, [f.flow_id for f in due])
     sync_findings(connection, due, existing_operator, now)
     statement = (
@@ -343,7 +345,7 @@ def sweep_due(
         .values(next_check_at=sa.bindparam("b_next"), updated_at=now)
     )
     connection.execute(statement, [{"b_id": f.flow_id, "b_next": _next_check(f, now)} for f in due])
-    return len(due)
+    return due
 
 
 def _operator_findings_of(connection: Connection, flow_ids: Sequence[str]) -> list[FindingFacts]:

@@ -22,9 +22,9 @@ from sqlalchemy.engine import Connection
 
 from core.db import Database
 from core.tables import events, probe_state
-from probes import flowstore
+from probes import flowstore, outcomes
 from probes.correlate import resolve
-from probes.evaluate import evaluate_group
+from probes.evaluate import FlowFacts, evaluate_group
 from probes.flowtypes import FlowType
 
 log = logging.getLogger("syncwatch.probes")
@@ -70,7 +70,10 @@ def run_cycle(
     *,
     now: datetime,
     batch_events: int = 5000,
+    traces: bool = False,
 ) -> CycleReport:
+    """One cycle as of ``now``. With ``traces``, flows whose trace state changed are marked for
+    the OpenTelemetry exporter."""
     started = time.perf_counter()
     with database.write() as connection:
         if not _take_lock(connection):
@@ -83,8 +86,11 @@ def run_cycle(
             # Catching up on a backlog: a correlation ID that has events still waiting is
             # evaluated when the last of them is taken (it names the ID), not once per batch.
             affected -= flowstore.correlations_with_events_after(connection, new_last, affected)
+        buckets = outcomes.duration_buckets(flow_types)
+        outcomes.ensure_buckets(connection, buckets)
         evaluated = _evaluate(connection, flow_types, affected, now)
-        swept = flowstore.sweep_due(connection, now, exclude=evaluated)
+        swept = flowstore.sweep_due(connection, now, exclude={f.flow_id for f in evaluated})
+        outcomes.record(connection, [*evaluated, *swept], now, buckets=buckets, traces=traces)
         connection.execute(
             probe_state.update()
             .where(probe_state.c.name == STATE_NAME)
@@ -94,7 +100,7 @@ def run_cycle(
         skipped=False,
         events=len(new),
         correlations=len(affected),
-        swept=swept,
+        swept=len(swept),
         last_seq=new_last,
         more=len(new) >= batch_events,
         seconds=time.perf_counter() - started,
@@ -117,11 +123,12 @@ def run_until_idle(
     now: datetime,
     batch_events: int = 5000,
     max_cycles: int = 10_000,
+    traces: bool = False,
 ) -> list[CycleReport]:
     """Cycles until no new event is left (bounded by ``max_cycles``)."""
     reports = []
     for _ in range(max_cycles):
-        report = run_cycle(database, flow_types, now=now, batch_events=batch_events)
+        report = run_cycle(database, flow_types, now=now, batch_events=batch_events, traces=traces)
         reports.append(report)
         if not report.more:
             break
@@ -172,9 +179,9 @@ def _correlate(connection: Connection, new: Sequence[Any], last_seq: int) -> set
 
 def _evaluate(
     connection: Connection, flow_types: Sequence[FlowType], affected: set[str], now: datetime
-) -> set[str]:
-    """Re-evaluate every flow of the affected correlation IDs; return their flow IDs."""
-    evaluated: set[str] = set()
+) -> list[FlowFacts]:
+    """Re-evaluate every flow of the affected correlation IDs; return them."""
+    evaluated: list[FlowFacts] = []
     ordered = sorted(affected)
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
@@ -183,5 +190,5 @@ def _evaluate(
             correlation: evaluate_group(correlation, group, flow_types)
             for correlation, group in by_correlation.items()
         }
-        evaluated |= flowstore.save_groups(connection, chunk, results, now)
+        evaluated += flowstore.save_groups(connection, chunk, results, now)
     return evaluated
