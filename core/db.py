@@ -73,6 +73,13 @@ class Database:
         self._writer = (
             engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
         )
+        self._snapshot = (
+            engine
+            if is_sqlite(engine)
+            else engine.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+        )
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -85,6 +92,14 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with _unavailable_as_503(), self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction over one consistent snapshot of the store, for answers made of
+        several queries: REPEATABLE READ on PostgreSQL; on SQLite (WAL) a read transaction is a
+        snapshot already."""
+        with _unavailable_as_503(), self._snapshot.connect() as connection:
             yield connection
 
     @contextmanager

@@ -110,13 +110,56 @@ def listing(
     return [DeadLetter(**row._mapping) for row in connection.execute(query)]
 
 
+#: The bounded reason codes of dead letters (the reasons themselves are free text).
+ENVELOPE_ATTRIBUTES = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "subject",
+    "data",
+    "data_base64",
+    "correlationid",
+    "traceparent",
+)
+
+
+def reason_code(reason: str) -> str:
+    """A bounded code for a rejection reason, for counts and metric labels:
+    ``invalid_<attribute>`` for an envelope attribute (``invalid_time``), ``invalid_data`` for
+    anything inside ``data``, ``malformed`` for input that is not an event at all (not JSON, the
+    wrong shape or content type), ``other`` otherwise."""
+    field_name = reason.split(":", 1)[0].strip() if ":" in reason else ""
+    if field_name.startswith("data.") or field_name.startswith("data["):
+        return "invalid_data"
+    if field_name in ENVELOPE_ATTRIBUTES:
+        return f"invalid_{field_name}"
+    lowered = reason.lower()
+    if (
+        "not valid json" in lowered
+        or "content type" in lowered
+        or "must be an event object" in lowered
+        or "carries" in lowered
+        or "must be a json object" in lowered
+        or "binary-mode" in lowered
+    ):
+        return "malformed"
+    return "other"
+
+
 def count_pending_by_reason(connection: Connection) -> dict[str, int]:
+    """Dead letters not yet retried successfully, by :func:`reason_code`."""
     rows = connection.execute(
         sa.select(dead_letters.c.reason, sa.func.count())
         .where(dead_letters.c.status == PENDING)
         .group_by(dead_letters.c.reason)
     )
-    return {reason: int(count) for reason, count in rows}
+    counts: dict[str, int] = {}
+    for reason, count in rows:
+        code = reason_code(reason)
+        counts[code] = counts.get(code, 0) + int(count)
+    return counts
 
 
 def claim_for_retry(connection: Connection, letter_id: int) -> DeadLetter:

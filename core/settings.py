@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.durations import parse_duration
 from core.errors import ConfigError
 
 ENV_PREFIX = "SYNCWATCH_"
@@ -123,6 +125,30 @@ class TracingSettings(BaseModel):
         return {} if self.headers_env is None else headers_from_env(self.headers_env)
 
 
+class SourceSettings(BaseModel):
+    """One source system (an event ``source``): when it counts as silent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: no event (by event time) for longer than this makes the source silent (kpis.md data
+    #: quality, and the silent-source alert); None: never silent
+    silent_after: timedelta | None = None
+
+    @field_validator("silent_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+
+class MetricsSettings(BaseModel):
+    """``GET /metrics`` (metrics.md): open by default; exemplars in OpenMetrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    require_key: bool = False  # when true, a key with the viewer role (or admin) is required
+    exemplars: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -144,6 +170,9 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     #: flow types (flows.md); None means the three defaults. Checked by probes.flowtypes at start.
     flows: dict[str, Any] | None = None
+    #: source systems by their event ``source``, with their silence thresholds
+    sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("log_level")
     @classmethod

@@ -7,18 +7,16 @@ last stage is the final stage."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from core import durations
 from core.errors import ConfigError
 
 QUEUES = ("finance_ops", "legal_ops", "pmo", "integration_oncall")
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True)
@@ -86,15 +84,10 @@ DEFAULT_FLOW_TYPES: tuple[FlowType, ...] = (
 
 def parse_duration(value: Any, where: str) -> timedelta:
     """``"4h"``, ``"2d"``, ``"90m"``, ``"1w"``, or a number of seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value.strip())
-        if match:
-            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            if seconds > 0:
-                return timedelta(seconds=seconds)
-    raise ConfigError(f"{where}: {value!r} is not a duration such as 4h, 2d or 90m")
+    try:
+        return durations.parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def parse_flow_types(config: Mapping[str, Any]) -> tuple[FlowType, ...]:

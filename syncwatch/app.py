@@ -20,10 +20,12 @@ from core.db import Database
 from core.errors import StoreUnavailable, SyncwatchError
 from core.settings import Settings
 from core.web import Clock, utc_now
+from kpis.routes import router as kpis_router
 from probes.flowtypes import configured_flow_types
 from probes.routes import router as probes_router
 from syncwatch.audit_routes import router as audit_router
 from syncwatch.scheduler import make_scheduler
+from syncwatch.telemetry import trace_requests
 
 log = logging.getLogger("syncwatch.api")
 
@@ -83,9 +85,11 @@ def create_app(
 
     app.include_router(collector_router)
     app.include_router(probes_router)
+    app.include_router(kpis_router)
     app.include_router(audit_router)
     _add_health(app, database)
     _add_error_handlers(app)
+    trace_requests(app, settings.tracing)  # when tracing.enabled and tracing.requests
     return app
 
 

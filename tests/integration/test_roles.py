@@ -64,6 +64,13 @@ MATRIX = [
     Endpoint("GET", "/v1/flows", READERS),
     Endpoint("GET", "/v1/flows/{flow_id}", READERS, 404, url="/v1/flows/no-such-flow"),
     Endpoint("GET", "/v1/exceptions", READERS),
+    Endpoint("GET", "/v1/kpis", READERS),
+    Endpoint(
+        "GET",
+        "/v1/kpis/series",
+        READERS,
+        url="/v1/kpis/series?from=2026-11-01T00:00:00Z&to=2026-11-03T00:00:00Z&step=1d",
+    ),
     Endpoint("POST", "/v1/exceptions/{finding_id}/ack", QUEUE_ACTORS, 404, "/v1/exceptions/9/ack"),
     Endpoint(
         "POST",

@@ -1,0 +1,352 @@
+"""Reading what the KPIs need out of the store, for one instant, window and grouping: counts the
+database can do by index (due and met, windows of event types), the few rows it must hand over
+(flows completed in the window, flows open at the instant, open operator findings) and nothing
+else. The arithmetic is :mod:`kpis.compute`'s."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from core.deadletters import reason_code
+from core.settings import SourceSettings
+from core.tables import dead_letters, events, findings, flows, probe_state
+from kpis.compute import (
+    OPERATOR_KINDS,
+    UNKNOWN,
+    GlobalInputs,
+    KpiInputs,
+    KpiQuery,
+    OpenFinding,
+    micros,
+)
+from probes.evaluate import INTEGRATION_FAILED, MILESTONE, ONBOARDING
+from probes.facts_codec import facts_from_row
+from probes.flowstore import SYSTEM_ACTOR
+from probes.flowtypes import FlowType
+from probes.runner import STATE_NAME
+
+_FACT_COLUMNS = (
+    flows.c.flow_id,
+    flows.c.flow_type,
+    flows.c.correlation_id,
+    flows.c.subkey,
+    flows.c.t0,
+    flows.c.deadline_at,
+    flows.c.completed_at,
+    flows.c.cancelled_at,
+    flows.c.legal_entity,
+    flows.c.region,
+    flows.c.service_line,
+    flows.c.value,
+    flows.c.currency,
+    flows.c.facts,
+)
+
+
+def _group_column(query: KpiQuery) -> Any:
+    if query.group_by is None:
+        return sa.literal(None).label("grp")
+    return flows.c[query.group_by].label("grp")
+
+
+def _group(value: str | None, query: KpiQuery) -> str | None:
+    if query.group_by is None:
+        return None
+    return UNKNOWN if value is None else value
+
+
+def _filtered(statement: Any, query: KpiQuery, table: sa.Table = flows) -> Any:
+    for dimension, value in query.filters.items():
+        statement = statement.where(table.c[dimension] == value)
+    return statement
+
+
+def _types(flow_types: Sequence[FlowType]) -> list[str]:
+    return [flow_type.name for flow_type in flow_types]
+
+
+def _not_withdrawn() -> Any:
+    """Operator findings are resolved by syncwatch only when the events no longer raise them."""
+    return sa.or_(findings.c.resolved_by.is_(None), findings.c.resolved_by != SYSTEM_ACTOR)
+
+
+def load_due(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> dict[tuple[str | None, str], tuple[int, int]]:
+    met = sa.func.sum(sa.case((flows.c.completed_at <= flows.c.deadline_at, 1), else_=0))
+    statement = (
+        sa.select(flows.c.flow_type, _group_column(query), sa.func.count(), met)
+        .where(
+            flows.c.flow_type.in_(_types(flow_types)),
+            flows.c.deadline_at > query.start,
+            flows.c.deadline_at <= query.as_of,
+            # flows.md: a cancelled flow is due only when its deadline was not after it
+            sa.or_(flows.c.cancelled_at.is_(None), flows.c.deadline_at <= flows.c.cancelled_at),
+        )
+        .group_by(flows.c.flow_type, sa.literal_column("grp"))
+    )
+    rows = connection.execute(_filtered(statement, query))
+    return {
+        (_group(grp, query), flow_type): (int(count), int(met or 0))
+        for flow_type, grp, count, met in rows
+    }
+
+
+def load_durations(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> list[tuple[str | None, str, int]]:
+    statement = sa.select(
+        flows.c.flow_type, _group_column(query), flows.c.t0, flows.c.completed_at
+    ).where(
+        flows.c.flow_type.in_(_types(flow_types)),
+        flows.c.completed_at > query.start,
+        flows.c.completed_at <= query.as_of,
+    )
+    return [
+        (_group(grp, query), flow_type, micros(completed - t0))
+        for flow_type, grp, t0, completed in connection.execute(_filtered(statement, query))
+    ]
+
+
+def load_open_flows(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> list[tuple[str | None, Any]]:
+    statement = sa.select(*_FACT_COLUMNS, _group_column(query)).where(
+        flows.c.flow_type.in_(_types(flow_types)),
+        flows.c.t0 <= query.as_of,
+        sa.or_(flows.c.ended_at.is_(None), flows.c.ended_at > query.as_of),
+    )
+    return [
+        (_group(row.grp, query), facts_from_row(row))
+        for row in connection.execute(_filtered(statement, query))
+    ]
+
+
+def load_open_findings(connection: Connection, query: KpiQuery) -> list[OpenFinding]:
+    """Operator findings open as of the instant: opened by then and not resolved by then."""
+    group = flows.c[query.group_by] if query.group_by else sa.literal(None)
+    statement = (
+        sa.select(findings.c.kind, findings.c.queue, findings.c.opened_at, group.label("grp"))
+        .select_from(findings.outerjoin(flows, flows.c.flow_id == findings.c.flow_id))
+        .where(
+            findings.c.kind.in_(OPERATOR_KINDS),
+            findings.c.opened_at <= query.as_of,
+            sa.or_(findings.c.resolved_at.is_(None), findings.c.resolved_at > query.as_of),
+            _not_withdrawn(),
+        )
+    )
+    return [
+        OpenFinding(_group(grp, query), kind, queue, opened_at)
+        for kind, queue, opened_at, grp in connection.execute(_filtered(statement, query))
+    ]
+
+
+def load_groups(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> list[str]:
+    if query.group_by is None:
+        return []
+    column = flows.c[query.group_by]
+    statement = (
+        sa.select(column)
+        .where(flows.c.flow_type.in_(_types(flow_types)), flows.c.t0 <= query.as_of)
+        .distinct()
+    )
+    return sorted(
+        {
+            _group(value, query) or UNKNOWN
+            for (value,) in connection.execute(_filtered(statement, query))
+        }
+    )
+
+
+def load_window_flows(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> list[tuple[str | None, Any]]:
+    """Flows whose T0 is in the window or that have a stage deadline in it."""
+    result = []
+    for flow_type in flow_types:
+        first = min(stage.deadline for stage in flow_type.stages)
+        last = max(stage.deadline for stage in flow_type.stages)
+        earliest = query.start - last
+        latest = query.as_of if flow_type.name == ONBOARDING else query.as_of - first
+        statement = sa.select(*_FACT_COLUMNS, _group_column(query)).where(
+            flows.c.flow_type == flow_type.name,
+            flows.c.t0 > earliest,
+            flows.c.t0 <= latest,
+        )
+        result += [
+            (_group(row.grp, query), facts_from_row(row))
+            for row in connection.execute(_filtered(statement, query))
+        ]
+    return result
+
+
+def load_invoiced(connection: Connection, query: KpiQuery) -> frozenset[str]:
+    """Correlation IDs of onboarding flows with T0 in the window that have a milestone_billing
+    flow complete as of the instant (the funnel's first invoice)."""
+    onboarding = sa.select(flows.c.correlation_id).where(
+        flows.c.flow_type == ONBOARDING,
+        flows.c.t0 > query.start,
+        flows.c.t0 <= query.as_of,
+    )
+    statement = (
+        sa.select(flows.c.correlation_id)
+        .where(
+            flows.c.flow_type == MILESTONE,
+            flows.c.completed_at <= query.as_of,
+            flows.c.correlation_id.in_(_filtered(onboarding, query).scalar_subquery()),
+        )
+        .distinct()
+    )
+    return frozenset(value for (value,) in connection.execute(statement))
+
+
+def _event_counts(connection: Connection, types: Sequence[str], query: KpiQuery) -> dict[str, int]:
+    rows = connection.execute(
+        sa.select(events.c.type, sa.func.count())
+        .where(
+            events.c.type.in_(types),
+            events.c.time > query.start,
+            events.c.time <= query.as_of,
+        )
+        .group_by(events.c.type)
+    )
+    return {event_type: int(count) for event_type, count in rows}
+
+
+def integration_failures(connection: Connection, query: KpiQuery) -> dict[str, int]:
+    step = events.c.data["step"].as_string()
+    rows = connection.execute(
+        sa.select(step, sa.func.count())
+        .where(
+            events.c.type.in_(INTEGRATION_FAILED),
+            events.c.time > query.start,
+            events.c.time <= query.as_of,
+        )
+        .group_by(step)
+    )
+    counts: dict[str, int] = defaultdict(int)
+    for value, count in rows:
+        counts[value if value else UNKNOWN] += int(count)
+    return dict(counts)
+
+
+def probed_seq(connection: Connection) -> int:
+    """The last event the probes have looked at."""
+    value = connection.execute(
+        sa.select(probe_state.c.last_seq).where(probe_state.c.name == STATE_NAME)
+    ).scalar()
+    return int(value or 0)
+
+
+def uncorrelated_events(connection: Connection, as_of: datetime) -> int:
+    """Events, up to the instant, whose correlation ID the probes could not resolve (events the
+    probes have not looked at yet are not counted: they are not known to be uncorrelated)."""
+    return int(
+        connection.execute(
+            sa.select(sa.func.count()).where(
+                events.c.resolved_correlation_id.is_(None),
+                events.c.time <= as_of,
+                events.c.seq <= probed_seq(connection),
+            )
+        ).scalar_one()
+    )
+
+
+def finding_counts(connection: Connection, as_of: datetime) -> dict[str, int]:
+    """Operator findings raised by the instant, resolved or not (kpis.md: resolving a duplicate
+    project closes it in the queues, it does not change the count)."""
+    rows = connection.execute(
+        sa.select(findings.c.kind, sa.func.count())
+        .where(
+            findings.c.kind.in_(("duplicate_project", "amendment_conflict")),
+            findings.c.opened_at <= as_of,
+            _not_withdrawn(),
+        )
+        .group_by(findings.c.kind)
+    )
+    return {kind: int(count) for kind, count in rows}
+
+
+def dead_letter_counts(connection: Connection, query: KpiQuery) -> dict[str, int]:
+    rows = connection.execute(
+        sa.select(dead_letters.c.reason).where(
+            dead_letters.c.received_at > query.start, dead_letters.c.received_at <= query.as_of
+        )
+    )
+    counts: dict[str, int] = defaultdict(int)
+    for (reason,) in rows:
+        counts[reason_code(reason)] += 1
+    return dict(counts)
+
+
+def silent_sources(
+    connection: Connection, sources: dict[str, SourceSettings], as_of: datetime
+) -> list[dict[str, Any]]:
+    """Configured sources whose newest event (by event time, up to the instant) is older than
+    their threshold, or that never sent one."""
+    result = []
+    for source, config in sorted(sources.items()):
+        threshold = config.silent_after
+        if threshold is None:
+            continue
+        last_at: datetime | None = connection.execute(
+            sa.select(sa.func.max(events.c.time)).where(
+                events.c.source == source, events.c.time <= as_of
+            )
+        ).scalar()
+        silent_for = None if last_at is None else as_of - last_at
+        if silent_for is None or silent_for > threshold:
+            result.append(
+                {
+                    "source": source,
+                    "last_event_at": last_at,
+                    "silent_seconds": None if silent_for is None else silent_for.total_seconds(),
+                    "threshold_seconds": threshold.total_seconds(),
+                }
+            )
+    return result
+
+
+def load(
+    connection: Connection,
+    flow_types: Sequence[FlowType],
+    query: KpiQuery,
+    *,
+    sources: dict[str, SourceSettings] | None = None,
+) -> KpiInputs:
+    """Everything :func:`kpis.compute.build` needs for ``query``, in one read transaction."""
+    globals_ = None
+    if not query.filtered:
+        counts = finding_counts(connection, query.as_of)
+        invoices = _event_counts(connection, ("invoice.posted", "invoice.disputed"), query)
+        globals_ = GlobalInputs(
+            duplicate_projects=counts.get("duplicate_project", 0),
+            amendment_conflicts=counts.get("amendment_conflict", 0),
+            integration_failures=integration_failures(connection, query),
+            invoices_posted=invoices.get("invoice.posted", 0),
+            invoices_disputed=invoices.get("invoice.disputed", 0),
+            uncorrelated_events=uncorrelated_events(connection, query.as_of),
+            dead_letters=dead_letter_counts(connection, query) if query.further else {},
+            silent_sources=silent_sources(connection, sources or {}, query.as_of)
+            if query.further
+            else (),
+        )
+    further = query.further
+    return KpiInputs(
+        due=load_due(connection, flow_types, query),
+        durations=load_durations(connection, flow_types, query),
+        open_flows=load_open_flows(connection, flow_types, query),
+        findings=load_open_findings(connection, query),
+        groups=load_groups(connection, flow_types, query),
+        window_flows=load_window_flows(connection, flow_types, query) if further else (),
+        invoiced=load_invoiced(connection, query) if further else frozenset(),
+        globals=globals_,
+    )
