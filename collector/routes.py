@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from collector.ingest import dead_letter_body, ingest
+from collector.ingest import count, dead_letter_body, ingest
 from collector.receive import parse_request
 from collector.retry import retry_dead_letter
 from core import deadletters, jsoncodec
@@ -95,7 +95,9 @@ async def post_events(
             content_type=content_type,
             now=clock(),
         )
+        request.app.state.instruments.received(None, None, "rejected")
         raise
+    now = clock()
     result = await run_in_threadpool(
         ingest,
         database,
@@ -103,8 +105,9 @@ async def post_events(
         require_specversion=received.require_specversion,
         channel="api",
         content_type=content_type,
-        now=clock(),
+        now=now,
     )
+    count(result, request.app.state.instruments, now)
     return result.as_response()
 
 

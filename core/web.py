@@ -73,6 +73,22 @@ def require(*roles: Role) -> Callable[..., Any]:
     return dependency
 
 
+def require_if(needed: Callable[[Settings], bool], *roles: Role) -> Callable[..., Any]:
+    """Like :func:`require`, but only when ``needed(settings)``; otherwise anyone passes (None)."""
+    check = require(*roles)
+
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal | None:
+        if not needed(request.app.state.settings):
+            return None
+        principal: Principal = await check(request, credentials)
+        return principal
+
+    return dependency
+
+
 class ExactJSONResponse(JSONResponse):
     """JSON with exact decimals (written digit for digit, never via float) and RFC 3339 times."""
 

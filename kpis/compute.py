@@ -168,7 +168,7 @@ def exceptions_summary(
 # --- one section (the whole answer, or one group) ---
 
 
-def _stuck_findings(
+def stuck_findings(
     open_flows: Iterable[FlowFacts], as_of: datetime
 ) -> list[tuple[str, str, datetime]]:
     """(kind, queue, opened_at) of the stuck findings open as of ``as_of``: one per stuck flow,
@@ -242,7 +242,7 @@ def _section(
         if mine(g):
             durations[flow_type].append(value)
     open_flows = [flow for g, flow in inputs.open_flows if mine(g)]
-    opened = [(queue, at) for _, queue, at in _stuck_findings(open_flows, as_of)]
+    opened = [(queue, at) for _, queue, at in stuck_findings(open_flows, as_of)]
     opened += [(f.queue, f.opened_at) for f in inputs.findings if mine(f.group)]
     return {
         "flows": flow_section(flow_types, due, durations, open_flows, as_of),

@@ -1,0 +1,313 @@
+"""``GET /metrics`` (metrics.md) through prometheus-client: a custom collector that reads the state
+metrics out of the store at each scrape, with the same KPI code as ``/v1/kpis`` (so every replica
+says the same, and a restart loses nothing), plus the process's own instruments. A scrape reads
+the open flows, the open findings and a few small tables; never the history: the counters and the
+duration histogram are running totals kept by the probe runner (probes.outcomes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
+
+from core import deadletters
+from core.apikeys import Principal
+from core.db import Database
+from core.instruments import MAX_SOURCES
+from core.roles import READERS
+from core.tables import events, metric_totals, probe_state
+from core.web import Clock, require_if
+from kpis import compute, inputs
+from kpis.compute import OPERATOR_KINDS, REPLAY_OUTCOMES, KpiQuery
+from probes.evaluate import FlowFacts
+from probes.flowtypes import QUEUES, FlowType
+from probes.outcomes import (
+    DEADLINE_METRIC,
+    DURATION_METRIC,
+    INF_LABEL,
+    SUM_LABEL,
+    bucket_label,
+    duration_buckets,
+)
+from probes.runner import STATE_NAME
+
+DEADLINE_OUTCOMES = ("met", "missed")
+FINDING_KINDS = ("stuck", *OPERATOR_KINDS)
+#: OpenMetrics caps an exemplar's label names and values at 128 characters in all.
+EXEMPLAR_RUNES = 128
+
+
+@dataclass(frozen=True)
+class StoreState:
+    now: datetime
+    open_flows: list[FlowFacts]
+    findings: list[tuple[str, str, datetime]]  # kind, queue, opened_at
+    uncorrelated: int
+    dead_letters: dict[str, int]
+    totals: list[Any]  # metric_totals rows
+    last_cycle_at: datetime | None
+    probe_lag: int
+    source_last_event: dict[str, datetime]
+
+
+def read_state(connection: Connection, flow_types: Sequence[FlowType], now: datetime) -> StoreState:
+    query = KpiQuery(as_of=now, start=now, further=False)
+    open_flows = [flow for _, flow in inputs.load_open_flows(connection, flow_types, query)]
+    found = compute.stuck_findings(open_flows, now)
+    found += [(f.kind, f.queue, f.opened_at) for f in inputs.load_open_findings(connection, query)]
+    probe = connection.execute(
+        sa.select(probe_state.c.last_seq, probe_state.c.last_cycle_at).where(
+            probe_state.c.name == STATE_NAME
+        )
+    ).first()
+    last_seq = probe.last_seq if probe is not None else 0
+    lag = connection.execute(
+        sa.select(sa.func.count()).select_from(events).where(events.c.seq > last_seq)
+    ).scalar_one()
+    return StoreState(
+        now=now,
+        open_flows=open_flows,
+        findings=found,
+        uncorrelated=inputs.uncorrelated_events(connection, now),
+        dead_letters=deadletters.count_pending_by_reason(connection),
+        totals=list(connection.execute(sa.select(metric_totals))),
+        last_cycle_at=probe.last_cycle_at if probe is not None else None,
+        probe_lag=int(lag),
+        source_last_event=source_last_events(connection),
+    )
+
+
+#: The distinct sources by a loose index scan over ix_events_source_time: one index probe per
+#: source, not a scan of every event (SQLite and PostgreSQL both walk it this way).
+_SOURCES = sa.text(
+    """
+    WITH RECURSIVE seen(source) AS (
+        SELECT MIN(source) FROM events
+        UNION ALL
+        SELECT (SELECT MIN(source) FROM events WHERE source > seen.source)
+        FROM seen WHERE seen.source IS NOT NULL
+    )
+    SELECT source FROM seen WHERE source IS NOT NULL LIMIT :limit
+    """
+)
+
+
+def source_last_events(connection: Connection) -> dict[str, datetime]:
+    """The event time of the newest event of each source (at most MAX_SOURCES sources)."""
+    sources = [row.source for row in connection.execute(_SOURCES, {"limit": MAX_SOURCES})]
+    result: dict[str, datetime] = {}
+    for source in sources:
+        newest = connection.execute(
+            sa.select(sa.func.max(events.c.time)).where(events.c.source == source)
+        ).scalar()
+        if newest is not None:
+            result[source] = newest
+    return result
+
+
+def _exemplar(blob: Any) -> Exemplar | None:
+    if not isinstance(blob, dict) or "trace_id" not in blob:
+        return None
+    labels = {"trace_id": str(blob["trace_id"])}
+    correlation = blob.get("correlation_id")
+    if isinstance(correlation, str):
+        size = sum(len(k) + len(v) for k, v in labels.items()) + len("correlation_id")
+        if size + len(correlation) <= EXEMPLAR_RUNES:
+            labels["correlation_id"] = correlation
+    return Exemplar(labels, float(blob["value"]), float(blob["timestamp"]))
+
+
+def families(
+    state: StoreState, flow_types: Sequence[FlowType], *, exemplars: bool
+) -> Iterator[Metric]:
+    """The store's metrics families of metrics.md, from one snapshot."""
+    names = [flow_type.name for flow_type in flow_types]
+    opened = GaugeMetricFamily(
+        "syncwatch_flows_open", "Open flows now (stuck ones included)", labels=["flow_type"]
+    )
+    stuck = GaugeMetricFamily(
+        "syncwatch_flows_stuck", "Stuck flows now, by stuck stage", labels=["flow_type", "stage"]
+    )
+    section = compute.flow_section(flow_types, {}, {}, state.open_flows, state.now)
+    for flow_type in flow_types:
+        figures = section[flow_type.name]
+        opened.add_metric([flow_type.name], figures["open"])
+        for stage, count in figures["stuck_by_stage"].items():
+            stuck.add_metric([flow_type.name, stage], count)
+    yield opened
+    yield stuck
+
+    risk = GaugeMetricFamily(
+        "syncwatch_revenue_at_risk",
+        "Revenue at risk now: stuck onboarding contract values and stuck milestone amounts",
+        labels=["currency"],
+    )
+    for currency, amount in compute.revenue_at_risk(state.open_flows, state.now).items():
+        risk.add_metric([currency], float(amount))
+    yield risk
+
+    findings_open = GaugeMetricFamily(
+        "syncwatch_findings_open", "Open findings now, by queue and kind", labels=["queue", "kind"]
+    )
+    oldest = GaugeMetricFamily(
+        "syncwatch_finding_oldest_opened_timestamp_seconds",
+        "opened_at of the oldest open finding of the queue (absent when the queue is empty)",
+        labels=["queue"],
+    )
+    counts = {(queue, kind): 0 for queue in QUEUES for kind in FINDING_KINDS}
+    first: dict[str, datetime] = {}
+    for kind, queue, opened_at in state.findings:
+        counts[(queue, kind)] = counts.get((queue, kind), 0) + 1
+        if queue not in first or opened_at < first[queue]:
+            first[queue] = opened_at
+    for (queue, kind), count in sorted(counts.items()):
+        findings_open.add_metric([queue, kind], count)
+    for queue, instant in sorted(first.items()):
+        oldest.add_metric([queue], instant.timestamp())
+    yield findings_open
+    yield oldest
+
+    sources = GaugeMetricFamily(
+        "syncwatch_source_last_event_timestamp_seconds",
+        "Event time of the newest event from the source",
+        labels=["source"],
+    )
+    for source, newest in sorted(state.source_last_event.items()):
+        sources.add_metric([source], newest.timestamp())
+    yield sources
+
+    yield GaugeMetricFamily(
+        "syncwatch_uncorrelated_events",
+        "Events whose correlation ID the probes could not resolve",
+        value=state.uncorrelated,
+    )
+    letters = GaugeMetricFamily(
+        "syncwatch_dead_letters", "Dead letters not yet retried successfully", labels=["reason"]
+    )
+    for reason, count in sorted(state.dead_letters.items()):
+        letters.add_metric([reason], count)
+    yield letters
+
+    yield from _totals(state, flow_types, names, exemplars=exemplars)
+
+    replays = CounterMetricFamily("syncwatch_replays", "Replays by outcome", labels=["outcome"])
+    for outcome in REPLAY_OUTCOMES:
+        replays.add_metric([outcome], 0)
+    yield replays
+
+    last = GaugeMetricFamily(
+        "syncwatch_probe_last_success_timestamp_seconds",
+        "End of the last successful probe cycle",
+    )
+    if state.last_cycle_at is not None:
+        last.add_metric([], state.last_cycle_at.timestamp())
+    yield last
+    yield GaugeMetricFamily(
+        "syncwatch_probe_lag_events",
+        "Ingested events the probes have not processed yet",
+        value=state.probe_lag,
+    )
+
+
+def _totals(
+    state: StoreState, flow_types: Sequence[FlowType], names: list[str], *, exemplars: bool
+) -> Iterator[Metric]:
+    deadline = CounterMetricFamily(
+        "syncwatch_flows_deadline",
+        "Flows whose deadline outcome was decided, counted once when decided",
+        labels=["flow_type", "outcome"],
+    )
+    decided = {
+        (row.flow_type, row.label): row.value
+        for row in state.totals
+        if row.metric == DEADLINE_METRIC
+    }
+    for name in names:
+        for outcome in DEADLINE_OUTCOMES:
+            deadline.add_metric([name, outcome], decided.get((name, outcome), 0))
+    yield deadline
+
+    bounds = duration_buckets(flow_types)
+    labels = [bucket_label(bound) for bound in bounds] + [INF_LABEL]
+    histogram = HistogramMetricFamily(
+        "syncwatch_flow_duration_seconds",
+        "Durations of completed flows (completed_at - T0)",
+        labels=["flow_type"],
+    )
+    for name in names:
+        rows = {
+            row.label: row
+            for row in state.totals
+            if row.metric == DURATION_METRIC and row.flow_type == name
+        }
+        buckets: list[Any] = []
+        cumulative = 0.0
+        for label in labels:
+            row = rows.get(label)
+            cumulative += row.value if row is not None else 0
+            exemplar = _exemplar(row.exemplar) if exemplars and row is not None else None
+            le = "+Inf" if label == INF_LABEL else label
+            buckets.append((le, cumulative, exemplar) if exemplar else (le, cumulative))
+        total = rows.get(SUM_LABEL)
+        histogram.add_metric([name], buckets, total.value if total is not None else 0.0)
+    yield histogram
+
+
+class StoreCollector(Collector):
+    """Reads the store at each scrape (one snapshot transaction)."""
+
+    def __init__(
+        self,
+        database: Database,
+        flow_types: Sequence[FlowType],
+        clock: Clock,
+        *,
+        exemplars: bool = True,
+    ) -> None:
+        self._database = database
+        self._flow_types = tuple(flow_types)
+        self._clock = clock
+        self._exemplars = exemplars
+
+    def collect(self) -> Iterator[Metric]:
+        with self._database.snapshot() as connection:
+            state = read_state(connection, self._flow_types, self._clock())
+        yield from families(state, self._flow_types, exemplars=self._exemplars)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # no scrape at registration time
+
+
+router = APIRouter(tags=["metrics"])
+MetricsReader = Annotated[
+    Principal | None, Depends(require_if(lambda s: s.metrics.require_key, *READERS))
+]
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}, "application/openmetrics-text": {}}}},
+)
+async def metrics(request: Request, caller: MetricsReader) -> Response:
+    """Prometheus text format, or OpenMetrics (with exemplars) when the scraper asks for it."""
+    registry: CollectorRegistry = request.app.state.registry
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    body = await run_in_threadpool(encoder, registry)
+    return Response(content=body, media_type=content_type)
