@@ -221,6 +221,40 @@ flow_outcomes = sa.Table(
     sa.Index(None, "trace_pending"),
 )
 
+flow_stages = sa.Table(
+    "flow_stages",
+    metadata,
+    # Each stage of each flow, derived from its facts and rewritten with them: the funnel and the
+    # stage misses of kpis.md are counted from it by SQL.
+    sa.Column("flow_id", sa.String(700), primary_key=True),
+    sa.Column("idx", sa.Integer(), primary_key=True),  # the stage's position in its flow type
+    sa.Column("flow_type", sa.String(100), nullable=False),
+    sa.Column("stage", sa.String(100), nullable=False),
+    sa.Column("t0", UTCDateTime(), nullable=False),
+    sa.Column("deadline_at", UTCDateTime(), nullable=False),
+    sa.Column("reached_at", UTCDateTime()),
+    sa.Column("ended_at", UTCDateTime()),  # the flow's completed_at or cancelled_at
+    sa.Index(None, "flow_type", "deadline_at"),
+    sa.Index(None, "flow_type", "t0"),
+)
+
+stuck_spans = sa.Table(
+    "stuck_spans",
+    metadata,
+    # When each flow is stuck, on which stage, in which queue (probes.evaluate.StuckSpan): stuck
+    # at T when opened_at < T, since <= T and (until IS NULL or T < until). Derived from the
+    # facts and rewritten with them, so "stuck as of T" is one indexed query for any T.
+    sa.Column("flow_id", sa.String(700), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True),
+    sa.Column("flow_type", sa.String(100), nullable=False),
+    sa.Column("stage", sa.String(100), nullable=False),
+    sa.Column("queue", sa.String(50), nullable=False),
+    sa.Column("opened_at", UTCDateTime(), nullable=False),  # the stage's deadline
+    sa.Column("since", UTCDateTime(), nullable=False),
+    sa.Column("until", UTCDateTime()),
+    sa.Index(None, "until"),
+)
+
 metric_totals = sa.Table(
     "metric_totals",
     metadata,

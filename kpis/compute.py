@@ -7,7 +7,7 @@ microseconds) and rounded once, half to even; money is Decimal."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,10 +15,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any
 
-from probes.evaluate import MILESTONE, ONBOARDING, FlowFacts
 from probes.exceptions import AGING_BUCKETS, aging_bucket
 from probes.flowtypes import QUEUES, FlowType
-from probes.views import value_at_risk
+from probes.views import REVENUE_FLOW_TYPES
 
 DIMENSIONS = ("legal_entity", "region", "service_line")
 UNKNOWN = "unknown"
@@ -77,20 +76,35 @@ class GlobalInputs:
 
 
 @dataclass(frozen=True)
+class StuckFlow:
+    """A flow stuck as of the query's instant: its stuck stage, the queue of its stuck finding,
+    when that finding opened (the stage's deadline) and the flow's value."""
+
+    group: str | None
+    flow_type: str
+    stage: str
+    queue: str
+    opened_at: datetime
+    value: Decimal | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
 class KpiInputs:
     #: (group, flow_type) -> (due, met)
     due: Mapping[tuple[str | None, str], tuple[int, int]]
     #: (group, flow_type, duration in microseconds) of the flows completed in the window
     durations: Sequence[tuple[str | None, str, int]]
-    #: flows open as of the instant (stuck ones included)
-    open_flows: Sequence[tuple[str | None, FlowFacts]]
+    #: (group, flow_type) -> flows open as of the instant (stuck ones included)
+    open: Mapping[tuple[str | None, str], int]
+    stuck: Sequence[StuckFlow]
     findings: Sequence[OpenFinding]
     #: the groups that have flows as of the instant (with group_by)
     groups: Sequence[str] = ()
-    #: flows whose T0 or some stage deadline lies in the window (funnel, stage misses)
-    window_flows: Sequence[tuple[str | None, FlowFacts]] = ()
-    #: correlation IDs with a milestone_billing flow complete as of the instant
-    invoiced: frozenset[str] = frozenset()
+    #: (stage, count) in funnel order, counted by the store
+    funnel: Sequence[tuple[str, int]] = ()
+    #: (flow_type, stage) -> missed stage deadlines in the window
+    stage_misses: Mapping[tuple[str, str], int] = field(default_factory=dict)
     globals: GlobalInputs | None = None
     replays: Mapping[str, int] = field(default_factory=dict)
 
@@ -168,37 +182,21 @@ def exceptions_summary(
 # --- one section (the whole answer, or one group) ---
 
 
-def stuck_findings(
-    open_flows: Iterable[FlowFacts], as_of: datetime
-) -> list[tuple[str, str, datetime]]:
-    """(kind, queue, opened_at) of the stuck findings open as of ``as_of``: one per stuck flow,
-    in the queue of its stuck stage, opened at that stage's deadline (flows.md)."""
-    found = []
-    for flow in open_flows:
-        stage = flow.stuck_stage(as_of)
-        if stage is not None:
-            queue = "integration_oncall" if stage.failing(as_of) else stage.queue
-            found.append(("stuck", queue, stage.deadline_at))
-    return found
-
-
 def flow_section(
     flow_types: Sequence[FlowType],
     due: Mapping[str, tuple[int, int]],
     durations: Mapping[str, Sequence[int]],
-    open_flows: Sequence[FlowFacts],
-    as_of: datetime,
+    open_counts: Mapping[str, int],
+    stuck: Sequence[StuckFlow],
 ) -> dict[str, Any]:
     section = {}
     for flow_type in flow_types:
         name = flow_type.name
         due_count, met = due.get(name, (0, 0))
-        opened = [f for f in open_flows if f.flow_type == name]
         stuck_by_stage = dict.fromkeys((stage.type for stage in flow_type.stages), 0)
-        for flow in opened:
-            stage = flow.stuck_stage(as_of)
-            if stage is not None:
-                stuck_by_stage[stage.type] = stuck_by_stage.get(stage.type, 0) + 1
+        for flow in stuck:
+            if flow.flow_type == name:
+                stuck_by_stage[flow.stage] = stuck_by_stage.get(flow.stage, 0) + 1
         completed = durations.get(name, ())
         section[name] = {
             "due": due_count,
@@ -206,19 +204,19 @@ def flow_section(
             "success_rate": ratio(met, due_count),
             "completed": len(completed),
             "duration_seconds": duration_stats(completed),
-            "open": len(opened),
+            "open": open_counts.get(name, 0),
             "stuck": sum(stuck_by_stage.values()),
             "stuck_by_stage": stuck_by_stage,
         }
     return section
 
 
-def revenue_at_risk(open_flows: Iterable[FlowFacts], as_of: datetime) -> dict[str, str]:
+def revenue_at_risk(stuck: Iterable[StuckFlow]) -> dict[str, str]:
+    """flows.md: stuck onboarding contract values plus stuck milestone amounts, per currency."""
     totals: dict[str, Decimal] = defaultdict(Decimal)
-    for flow in open_flows:
-        value = value_at_risk(flow, as_of)
-        if value is not None and flow.currency is not None:
-            totals[flow.currency] += value
+    for flow in stuck:
+        if flow.flow_type in REVENUE_FLOW_TYPES and flow.value is not None and flow.currency:
+            totals[flow.currency] += flow.value
     return money(totals)
 
 
@@ -241,61 +239,21 @@ def _section(
     for g, flow_type, value in inputs.durations:
         if mine(g):
             durations[flow_type].append(value)
-    open_flows = [flow for g, flow in inputs.open_flows if mine(g)]
-    opened = [(queue, at) for _, queue, at in stuck_findings(open_flows, as_of)]
+    open_counts: dict[str, int] = defaultdict(int)
+    for (g, flow_type), count in inputs.open.items():
+        if mine(g):
+            open_counts[flow_type] += count
+    stuck = [flow for flow in inputs.stuck if mine(flow.group)]
+    opened = [(flow.queue, flow.opened_at) for flow in stuck]
     opened += [(f.queue, f.opened_at) for f in inputs.findings if mine(f.group)]
     return {
-        "flows": flow_section(flow_types, due, durations, open_flows, as_of),
-        "revenue_at_risk": revenue_at_risk(open_flows, as_of),
+        "flows": flow_section(flow_types, due, durations, open_counts, stuck),
+        "revenue_at_risk": revenue_at_risk(stuck),
         "exceptions": exceptions_summary(opened, as_of),
     }
 
 
 # --- further figures ---
-
-
-def funnel(
-    window_flows: Iterable[FlowFacts],
-    flow_types: Sequence[FlowType],
-    invoiced: frozenset[str],
-    query: KpiQuery,
-) -> list[dict[str, Any]]:
-    """Of the contract_onboarding flows with T0 in the window: how many reached each stage by
-    as_of, in stage order, and how many have a milestone_billing flow complete (first invoice)."""
-    onboarding = next((ft for ft in flow_types if ft.name == ONBOARDING), None)
-    if onboarding is None:
-        return []
-    started = [f for f in window_flows if f.flow_type == ONBOARDING and query.in_window(f.t0)]
-    rows = [{"stage": onboarding.start, "count": len(started)}]
-    for index, stage in enumerate(onboarding.stages):
-        reached = sum(1 for f in started if f.stages[index].reached(query.as_of))
-        rows.append({"stage": stage.type, "count": reached})
-    milestone = next((ft for ft in flow_types if ft.name == MILESTONE), None)
-    if milestone is not None:
-        count = sum(1 for f in started if f.correlation_id in invoiced)
-        rows.append({"stage": milestone.final.type, "count": count})
-    return rows
-
-
-def stage_misses(
-    window_flows: Iterable[FlowFacts], flow_types: Sequence[FlowType], query: KpiQuery
-) -> dict[str, dict[str, int]]:
-    """Per flow type and stage: stage deadlines in the window that were missed: the stage was not
-    reached by its deadline while the flow was neither complete nor cancelled by then (a stage
-    skipped by a flow that completed earlier is no miss; a late stage is one)."""
-    misses = {ft.name: dict.fromkeys((s.type for s in ft.stages), 0) for ft in flow_types}
-    for flow in window_flows:
-        counts = misses.get(flow.flow_type)
-        if counts is None:
-            continue
-        for stage in flow.stages:
-            deadline = stage.deadline_at
-            if not query.in_window(deadline) or stage.reached(deadline):
-                continue
-            if flow.complete(deadline) or flow.cancelled(deadline):
-                continue
-            counts[stage.type] = counts.get(stage.type, 0) + 1
-    return misses
 
 
 def _window(query: KpiQuery) -> dict[str, datetime]:
@@ -319,9 +277,11 @@ def build(query: KpiQuery, flow_types: Sequence[FlowType], inputs: KpiInputs) ->
             for group in sorted(inputs.groups)
         }
     if query.further:
-        window_flows = [flow for _, flow in inputs.window_flows]
-        answer["funnel"] = funnel(window_flows, flow_types, inputs.invoiced, query)
-        answer["stage_misses"] = stage_misses(window_flows, flow_types, query)
+        answer["funnel"] = [{"stage": stage, "count": count} for stage, count in inputs.funnel]
+        answer["stage_misses"] = {
+            ft.name: {s.type: inputs.stage_misses.get((ft.name, s.type), 0) for s in ft.stages}
+            for ft in flow_types
+        }
         if inputs.globals is not None and not query.filtered:
             answer["data_quality"] = {
                 "uncorrelated_events": inputs.globals.uncorrelated_events,
@@ -330,7 +290,3 @@ def build(query: KpiQuery, flow_types: Sequence[FlowType], inputs: KpiInputs) ->
             }
         answer["replays"] = {outcome: inputs.replays.get(outcome, 0) for outcome in REPLAY_OUTCOMES}
     return answer
-
-
-def count_by(values: Iterable[str]) -> dict[str, int]:
-    return dict(sorted(Counter(values).items()))

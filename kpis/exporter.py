@@ -34,8 +34,7 @@ from core.roles import READERS
 from core.tables import events, metric_totals, probe_state
 from core.web import Clock, require_if
 from kpis import compute, inputs
-from kpis.compute import OPERATOR_KINDS, REPLAY_OUTCOMES, KpiQuery
-from probes.evaluate import FlowFacts
+from kpis.compute import OPERATOR_KINDS, REPLAY_OUTCOMES, KpiQuery, StuckFlow
 from probes.flowtypes import QUEUES, FlowType
 from probes.outcomes import (
     DEADLINE_METRIC,
@@ -56,7 +55,8 @@ EXEMPLAR_RUNES = 128
 @dataclass(frozen=True)
 class StoreState:
     now: datetime
-    open_flows: list[FlowFacts]
+    open: dict[str, int]  # by flow type
+    stuck: list[StuckFlow]
     findings: list[tuple[str, str, datetime]]  # kind, queue, opened_at
     uncorrelated: int
     dead_letters: dict[str, int]
@@ -68,9 +68,13 @@ class StoreState:
 
 def read_state(connection: Connection, flow_types: Sequence[FlowType], now: datetime) -> StoreState:
     query = KpiQuery(as_of=now, start=now, further=False)
-    open_flows = [flow for _, flow in inputs.load_open_flows(connection, flow_types, query)]
-    found = compute.stuck_findings(open_flows, now)
+    stuck = inputs.load_stuck(connection, flow_types, query)
+    found = [("stuck", flow.queue, flow.opened_at) for flow in stuck]
     found += [(f.kind, f.queue, f.opened_at) for f in inputs.load_open_findings(connection, query)]
+    open_counts = {
+        flow_type: count
+        for (_, flow_type), count in inputs.load_open(connection, flow_types, query).items()
+    }
     probe = connection.execute(
         sa.select(probe_state.c.last_seq, probe_state.c.last_cycle_at).where(
             probe_state.c.name == STATE_NAME
@@ -82,7 +86,8 @@ def read_state(connection: Connection, flow_types: Sequence[FlowType], now: date
     ).scalar_one()
     return StoreState(
         now=now,
-        open_flows=open_flows,
+        open=open_counts,
+        stuck=stuck,
         findings=found,
         uncorrelated=inputs.uncorrelated_events(connection, now),
         dead_letters=deadletters.count_pending_by_reason(connection),
@@ -144,7 +149,7 @@ def families(
     stuck = GaugeMetricFamily(
         "syncwatch_flows_stuck", "Stuck flows now, by stuck stage", labels=["flow_type", "stage"]
     )
-    section = compute.flow_section(flow_types, {}, {}, state.open_flows, state.now)
+    section = compute.flow_section(flow_types, {}, {}, state.open, state.stuck)
     for flow_type in flow_types:
         figures = section[flow_type.name]
         opened.add_metric([flow_type.name], figures["open"])
@@ -158,7 +163,7 @@ def families(
         "Revenue at risk now: stuck onboarding contract values and stuck milestone amounts",
         labels=["currency"],
     )
-    for currency, amount in compute.revenue_at_risk(state.open_flows, state.now).items():
+    for currency, amount in compute.revenue_at_risk(state.stuck).items():
         risk.add_metric([currency], float(amount))
     yield risk
 

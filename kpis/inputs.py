@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +16,15 @@ from sqlalchemy.engine import Connection
 
 from core.deadletters import reason_code
 from core.settings import SourceSettings
-from core.tables import dead_letters, events, findings, flows, probe_state
+from core.tables import (
+    dead_letters,
+    events,
+    findings,
+    flow_stages,
+    flows,
+    probe_state,
+    stuck_spans,
+)
 from kpis.compute import (
     OPERATOR_KINDS,
     UNKNOWN,
@@ -23,30 +32,13 @@ from kpis.compute import (
     KpiInputs,
     KpiQuery,
     OpenFinding,
+    StuckFlow,
     micros,
 )
 from probes.evaluate import INTEGRATION_FAILED, MILESTONE, ONBOARDING
-from probes.facts_codec import facts_from_row
 from probes.flowstore import SYSTEM_ACTOR
 from probes.flowtypes import FlowType
 from probes.runner import STATE_NAME
-
-_FACT_COLUMNS = (
-    flows.c.flow_id,
-    flows.c.flow_type,
-    flows.c.correlation_id,
-    flows.c.subkey,
-    flows.c.t0,
-    flows.c.deadline_at,
-    flows.c.completed_at,
-    flows.c.cancelled_at,
-    flows.c.legal_entity,
-    flows.c.region,
-    flows.c.service_line,
-    flows.c.value,
-    flows.c.currency,
-    flows.c.facts,
-)
 
 
 def _group_column(query: KpiQuery) -> Any:
@@ -114,16 +106,58 @@ def load_durations(
     ]
 
 
-def load_open_flows(
+def load_open(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
-) -> list[tuple[str | None, Any]]:
-    statement = sa.select(*_FACT_COLUMNS, _group_column(query)).where(
-        flows.c.flow_type.in_(_types(flow_types)),
-        flows.c.t0 <= query.as_of,
-        sa.or_(flows.c.ended_at.is_(None), flows.c.ended_at > query.as_of),
+) -> dict[tuple[str | None, str], int]:
+    """Flows open as of the instant: existing, neither complete nor cancelled by then."""
+    statement = (
+        sa.select(flows.c.flow_type, _group_column(query), sa.func.count())
+        .where(
+            flows.c.flow_type.in_(_types(flow_types)),
+            flows.c.t0 <= query.as_of,
+            sa.or_(flows.c.ended_at.is_(None), flows.c.ended_at > query.as_of),
+        )
+        .group_by(flows.c.flow_type, sa.literal_column("grp"))
+    )
+    return {
+        (_group(grp, query), flow_type): int(count)
+        for flow_type, grp, count in connection.execute(_filtered(statement, query))
+    }
+
+
+def load_stuck(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> list[StuckFlow]:
+    """The flows stuck as of the instant, from their stuck spans (probes.evaluate.StuckSpan)."""
+    at = query.as_of
+    statement = (
+        sa.select(
+            stuck_spans.c.flow_type,
+            stuck_spans.c.stage,
+            stuck_spans.c.queue,
+            stuck_spans.c.opened_at,
+            flows.c.value,
+            flows.c.currency,
+            _group_column(query),
+        )
+        .select_from(stuck_spans.join(flows, flows.c.flow_id == stuck_spans.c.flow_id))
+        .where(
+            stuck_spans.c.flow_type.in_(_types(flow_types)),
+            stuck_spans.c.opened_at < at,
+            stuck_spans.c.since <= at,
+            sa.or_(stuck_spans.c.until.is_(None), stuck_spans.c.until > at),
+        )
     )
     return [
-        (_group(row.grp, query), facts_from_row(row))
+        StuckFlow(
+            _group(row.grp, query),
+            row.flow_type,
+            row.stage,
+            row.queue,
+            row.opened_at,
+            None if row.value is None else Decimal(row.value),
+            row.currency,
+        )
         for row in connection.execute(_filtered(statement, query))
     ]
 
@@ -166,46 +200,83 @@ def load_groups(
     )
 
 
-def load_window_flows(
+def load_funnel(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
-) -> list[tuple[str | None, Any]]:
-    """Flows whose T0 is in the window or that have a stage deadline in it."""
-    result = []
-    for flow_type in flow_types:
-        first = min(stage.deadline for stage in flow_type.stages)
-        last = max(stage.deadline for stage in flow_type.stages)
-        earliest = query.start - last
-        latest = query.as_of if flow_type.name == ONBOARDING else query.as_of - first
-        statement = sa.select(*_FACT_COLUMNS, _group_column(query)).where(
-            flows.c.flow_type == flow_type.name,
-            flows.c.t0 > earliest,
-            flows.c.t0 <= latest,
-        )
-        result += [
-            (_group(row.grp, query), facts_from_row(row))
-            for row in connection.execute(_filtered(statement, query))
-        ]
-    return result
-
-
-def load_invoiced(connection: Connection, query: KpiQuery) -> frozenset[str]:
-    """Correlation IDs of onboarding flows with T0 in the window that have a milestone_billing
-    flow complete as of the instant (the funnel's first invoice)."""
-    onboarding = sa.select(flows.c.correlation_id).where(
-        flows.c.flow_type == ONBOARDING,
-        flows.c.t0 > query.start,
-        flows.c.t0 <= query.as_of,
+) -> list[tuple[str, int]]:
+    """Of the contract_onboarding flows with T0 in the window: how many there are, how many
+    reached each stage by the instant, and how many have a milestone_billing flow of the same
+    correlation ID complete by then (the first invoice)."""
+    onboarding = next((ft for ft in flow_types if ft.name == ONBOARDING), None)
+    if onboarding is None:
+        return []
+    started_flows = sa.select(flows.c.flow_id).where(
+        flows.c.flow_type == ONBOARDING, flows.c.t0 > query.start, flows.c.t0 <= query.as_of
     )
+    started_flows = _filtered(started_flows, query)
+    started = connection.execute(
+        sa.select(sa.func.count()).select_from(started_flows.subquery())
+    ).scalar_one()
     statement = (
-        sa.select(flows.c.correlation_id)
+        sa.select(flow_stages.c.idx, sa.func.count())
         .where(
-            flows.c.flow_type == MILESTONE,
-            flows.c.completed_at <= query.as_of,
-            flows.c.correlation_id.in_(_filtered(onboarding, query).scalar_subquery()),
+            flow_stages.c.flow_type == ONBOARDING,
+            flow_stages.c.t0 > query.start,
+            flow_stages.c.t0 <= query.as_of,
+            flow_stages.c.reached_at <= query.as_of,
         )
-        .distinct()
+        .group_by(flow_stages.c.idx)
     )
-    return frozenset(value for (value,) in connection.execute(statement))
+    if query.filtered:
+        statement = statement.where(flow_stages.c.flow_id.in_(started_flows.scalar_subquery()))
+    reached = {int(idx): int(count) for idx, count in connection.execute(statement)}
+    rows = [(onboarding.start, int(started))]
+    rows += [(stage.type, reached.get(i, 0)) for i, stage in enumerate(onboarding.stages)]
+    milestone = next((ft for ft in flow_types if ft.name == MILESTONE), None)
+    if milestone is not None:
+        billed = flows.alias("billed")
+        invoiced = (
+            sa.select(sa.func.count())
+            .select_from(flows)
+            .where(
+                flows.c.flow_type == ONBOARDING,
+                flows.c.t0 > query.start,
+                flows.c.t0 <= query.as_of,
+                sa.exists().where(
+                    billed.c.correlation_id == flows.c.correlation_id,
+                    billed.c.flow_type == MILESTONE,
+                    billed.c.completed_at <= query.as_of,
+                ),
+            )
+        )
+        count = connection.execute(_filtered(invoiced, query)).scalar_one()
+        rows.append((milestone.final.type, int(count)))
+    return rows
+
+
+def load_stage_misses(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> dict[tuple[str, str], int]:
+    """Stage deadlines in the window that were missed: the stage not reached by its deadline
+    while the flow was neither complete nor cancelled by then (a stage skipped by a flow that
+    completed earlier is no miss; a late stage is one)."""
+    deadline = flow_stages.c.deadline_at
+    statement = (
+        sa.select(flow_stages.c.flow_type, flow_stages.c.stage, sa.func.count())
+        .where(
+            flow_stages.c.flow_type.in_(_types(flow_types)),
+            deadline > query.start,
+            deadline <= query.as_of,
+            sa.or_(flow_stages.c.reached_at.is_(None), flow_stages.c.reached_at > deadline),
+            sa.or_(flow_stages.c.ended_at.is_(None), flow_stages.c.ended_at > deadline),
+        )
+        .group_by(flow_stages.c.flow_type, flow_stages.c.stage)
+    )
+    if query.filtered:
+        statement = statement.join(flows, flows.c.flow_id == flow_stages.c.flow_id)
+        statement = _filtered(statement, query)
+    return {
+        (flow_type, stage): int(count) for flow_type, stage, count in connection.execute(statement)
+    }
 
 
 def _event_counts(connection: Connection, types: Sequence[str], query: KpiQuery) -> dict[str, int]:
@@ -343,10 +414,11 @@ def load(
     return KpiInputs(
         due=load_due(connection, flow_types, query),
         durations=load_durations(connection, flow_types, query),
-        open_flows=load_open_flows(connection, flow_types, query),
+        open=load_open(connection, flow_types, query),
+        stuck=load_stuck(connection, flow_types, query),
         findings=load_open_findings(connection, query),
         groups=load_groups(connection, flow_types, query),
-        window_flows=load_window_flows(connection, flow_types, query) if further else (),
-        invoiced=load_invoiced(connection, query) if further else frozenset(),
+        funnel=load_funnel(connection, flow_types, query) if further else (),
+        stage_misses=load_stage_misses(connection, flow_types, query) if further else {},
         globals=globals_,
     )

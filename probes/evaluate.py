@@ -79,6 +79,19 @@ class StuckPeriod:
 
 
 @dataclass(frozen=True)
+class StuckSpan:
+    """A stretch of time in which a flow is stuck on one stage in one queue: the flow is stuck
+    there at T exactly when ``T > opened_at`` (the stage's deadline), ``T >= since`` and
+    ``T < until`` (None: for good). Derived from the facts alone; the KPIs count them by SQL."""
+
+    stage: str
+    queue: str
+    opened_at: datetime
+    since: datetime
+    until: datetime | None
+
+
+@dataclass(frozen=True)
 class FlowFacts:
     flow_id: str
     flow_type: str
@@ -155,6 +168,27 @@ class FlowFacts:
             earlier_reached = max(earlier_reached, stage.reached_at)
         return periods
 
+    def stuck_spans(self) -> list[StuckSpan]:
+        """Every span of time, past or future, in which the flow is stuck: for each stage, while
+        it is the stuck stage (its deadline passed, every earlier stage reached, itself not, the
+        flow neither complete nor cancelled), split where its queue changes (the latest
+        middleware event for the stage failing or not). ``stuck_stage(T)`` and ``stuck_queue(T)``
+        agree with these spans at every T (a property test holds them to it)."""
+        spans: list[StuckSpan] = []
+        earlier_reached = self.t0
+        ends = [t for t in (self.completed_at, self.cancelled_at) if t is not None]
+        flow_end = min(ends) if ends else None
+        for stage in self.stages:
+            end = stage.reached_at
+            if flow_end is not None and (end is None or flow_end < end):
+                end = flow_end
+            if end is None or max(stage.deadline_at, earlier_reached) < end:
+                spans += _queue_spans(stage, earlier_reached, end)
+            if stage.reached_at is None:
+                break  # while it is missing, no later stage can be the stuck stage
+            earlier_reached = max(earlier_reached, stage.reached_at)
+        return spans
+
     def counts_as_due(self) -> bool:
         """A cancelled flow is due only when its deadline was not after the termination."""
         return self.cancelled_at is None or self.deadline_at <= self.cancelled_at
@@ -179,6 +213,34 @@ class FlowFacts:
             s.deadline_at for s in self.stages if s.reached_at is None and s.deadline_at >= now
         ]
         return min(upcoming) if upcoming else None
+
+
+def _queue_spans(stage: StageFacts, since: datetime, end: datetime | None) -> list[StuckSpan]:
+    """The stage's stuck time from ``since`` to ``end``, split by its queue at each instant."""
+    oncall = "integration_oncall"
+    cuts: list[tuple[datetime, str]] = []  # (time, queue from then on); the last mark of a time
+    for mark in stage.integration:
+        queue = oncall if mark.failed else stage.queue
+        if cuts and cuts[-1][0] == mark.time:
+            cuts[-1] = (mark.time, queue)
+        else:
+            cuts.append((mark.time, queue))
+    pieces: list[tuple[datetime, datetime | None, str]] = []
+    start, queue = since, stage.queue
+    for at, then in cuts:
+        if at <= start:
+            queue = then  # already the latest middleware outcome when the span starts
+        elif then != queue:
+            pieces.append((start, at, queue))
+            start, queue = at, then
+    pieces.append((start, None, queue))
+    spans = []
+    for piece_start, piece_end, piece_queue in pieces:
+        until = piece_end if end is None or (piece_end is not None and piece_end < end) else end
+        if until is not None and (until <= piece_start or until <= stage.deadline_at):
+            continue  # empty: no instant after the deadline, from its start, before its end
+        spans.append(StuckSpan(stage.type, piece_queue, stage.deadline_at, piece_start, until))
+    return spans
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from core.events import CanonicalEvent
-from core.tables import events, findings, flows
+from core.tables import events, findings, flow_stages, flows, stuck_spans
 from probes.evaluate import FindingFacts, FlowFacts, GroupResult
 from probes.facts_codec import facts_from_row, flow_row
 
@@ -181,6 +181,7 @@ def save_groups(
     stale = existing - current
     if stale:
         connection.execute(flows.delete().where(flows.c.flow_id.in_(stale)))
+        _delete_derived(connection, stale)
     if all_flows:
         upsert_flows(connection, all_flows, now)
     desired = [finding for result in results.values() for finding in result.findings]
@@ -212,6 +213,53 @@ def upsert_flows(connection: Connection, facts: Sequence[FlowFacts], now: dateti
     insert = _insert(connection, flows)
     columns = {name: insert.excluded[name] for name in rows[0] if name != "flow_id"}
     connection.execute(insert.on_conflict_do_update(index_elements=["flow_id"], set_=columns), rows)
+    _delete_derived(connection, [f.flow_id for f in facts])
+    stage_rows, span_rows = derived_rows(facts)
+    if stage_rows:
+        connection.execute(flow_stages.insert(), stage_rows)
+    if span_rows:
+        connection.execute(stuck_spans.insert(), span_rows)
+
+
+def derived_rows(facts: Sequence[FlowFacts]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``flow_stages`` and ``stuck_spans`` rows of these flows (see core.tables)."""
+    stage_rows = []
+    span_rows = []
+    for flow in facts:
+        ended_at = flow.completed_at or flow.cancelled_at
+        for index, stage in enumerate(flow.stages):
+            stage_rows.append(
+                {
+                    "flow_id": flow.flow_id,
+                    "idx": index,
+                    "flow_type": flow.flow_type,
+                    "stage": stage.type,
+                    "t0": flow.t0,
+                    "deadline_at": stage.deadline_at,
+                    "reached_at": stage.reached_at,
+                    "ended_at": ended_at,
+                }
+            )
+        for index, span in enumerate(flow.stuck_spans()):
+            span_rows.append(
+                {
+                    "flow_id": flow.flow_id,
+                    "seq": index,
+                    "flow_type": flow.flow_type,
+                    "stage": span.stage,
+                    "queue": span.queue,
+                    "opened_at": span.opened_at,
+                    "since": span.since,
+                    "until": span.until,
+                }
+            )
+    return stage_rows, span_rows
+
+
+def _delete_derived(connection: Connection, flow_ids: Iterable[str]) -> None:
+    for chunk in _chunks(flow_ids):
+        connection.execute(flow_stages.delete().where(flow_stages.c.flow_id.in_(chunk)))
+        connection.execute(stuck_spans.delete().where(stuck_spans.c.flow_id.in_(chunk)))
 
 
 def _touched(row: Any) -> bool:

@@ -174,3 +174,33 @@ def test_facts_are_consistent(events: list[CanonicalEvent]) -> None:
             assert flow.completed_at is None or flow.cancelled_at is None
             if flow.cancelled_at is not None:  # nothing reached after the termination
                 assert all(r <= max(flow.cancelled_at, flow.t0) for r in reached)
+
+
+def _span_at(flow: FlowFacts, at: datetime) -> tuple[str, str] | None:
+    holding = [
+        span
+        for span in flow.stuck_spans()
+        if span.opened_at < at and span.since <= at and (span.until is None or at < span.until)
+    ]
+    assert len(holding) <= 1, holding  # the spans of a flow never overlap
+    return (holding[0].stage, holding[0].queue) if holding else None
+
+
+@given(scenarios(), st.lists(MINUTES, min_size=1, max_size=6))
+def test_stuck_spans_agree_with_the_stuck_stage_and_queue_at_every_instant(
+    events: list[CanonicalEvent], minutes: list[int]
+) -> None:
+    """The KPIs count stuck flows from their spans in SQL; the spans must say exactly what
+    stuck_stage and stuck_queue say, at any instant, including each span's own boundaries."""
+    for flows, _ in evaluate_all(events).values():
+        for flow in flows.values():
+            instants = {T + timedelta(minutes=m) for m in minutes}
+            for span in flow.stuck_spans():
+                for edge in (span.opened_at, span.since, span.until):
+                    if edge is not None:
+                        instants |= {edge, edge - timedelta(microseconds=1)}
+                        instants.add(edge + timedelta(microseconds=1))
+            for at in instants:
+                stage = flow.stuck_stage(at)
+                expected = None if stage is None else (stage.type, flow.stuck_queue(at))
+                assert _span_at(flow, at) == expected, (flow.flow_id, at)

@@ -1,5 +1,5 @@
 """The pure KPI arithmetic (kpis.compute): rounding half to even on exact ratios, numpy's linear
-percentiles on exact microseconds, aging buckets, money, funnel and stage misses."""
+percentiles on exact microseconds, aging buckets, money."""
 
 from __future__ import annotations
 
@@ -11,21 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.events import validate_event
 from kpis.compute import (
-    KpiQuery,
     duration_stats,
     exceptions_summary,
-    funnel,
     micros,
     money,
     percentile,
     ratio,
-    stage_misses,
 )
-from probes.evaluate import FlowFacts, evaluate_group
-from probes.flowtypes import DEFAULT_FLOW_TYPES
-from tests.support.builders import make_event
 
 H = 3_600_000_000  # one hour in microseconds
 T = datetime(2026, 11, 20, tzinfo=UTC)
@@ -138,67 +131,3 @@ def test_exceptions_buckets_are_lower_bound_inclusive_and_every_queue_appears() 
         "aging": {"lt_1d": 0, "1d_3d": 0, "3d_7d": 0, "gt_7d": 0},
     }
     assert list(summary) == ["finance_ops", "legal_ops", "pmo", "integration_oncall"]
-
-
-def _event(type_: str, hours: float, **data: object) -> dict[str, object]:
-    base = make_event(type_, time=(T + timedelta(hours=hours)).isoformat(), correlationid="C-1")
-    if data:
-        base["data"] = {**base["data"], **data}
-    return base
-
-
-def _flows(*raw: dict[str, object]) -> list[FlowFacts]:
-    result = evaluate_group("C-1", [validate_event(e) for e in raw], DEFAULT_FLOW_TYPES)
-    return list(result.flows)
-
-
-def test_stage_misses_count_late_and_missing_stages_not_skipped_ones() -> None:
-    flows = _flows(
-        _event("contract.signed", 0),
-        _event("customer.synced", 6),  # deadline 4 h: late -> a miss
-        # project.created never comes, but the flow completes at 20 h (before its 24 h deadline):
-        # skipped, no miss; billing plan at 10 h and activation at 20 h are on time
-        _event("billing_plan.created", 10),
-        _event("project.activated", 20),
-    )
-    query = KpiQuery(as_of=T + timedelta(days=7), start=T)
-    misses = stage_misses(flows, DEFAULT_FLOW_TYPES, query)
-    assert misses["contract_onboarding"] == {
-        "customer.synced": 1,
-        "project.created": 0,
-        "billing_plan.created": 0,
-        "project.activated": 0,
-    }
-    assert misses["milestone_billing"] == {"invoice.posted": 0}
-
-
-def test_stage_misses_only_count_deadlines_in_the_window() -> None:
-    flows = _flows(_event("contract.signed", 0))  # nothing ever comes
-    # window (T + 5 h, T + 48 h]: the 4 h deadline is before it; 24 h and 48 h are in it
-    query = KpiQuery(as_of=T + timedelta(hours=48), start=T + timedelta(hours=5))
-    assert stage_misses(flows, DEFAULT_FLOW_TYPES, query)["contract_onboarding"] == {
-        "customer.synced": 0,
-        "project.created": 1,
-        "billing_plan.created": 1,
-        "project.activated": 0,
-    }
-
-
-def test_funnel_counts_stages_reached_by_as_of_and_the_first_invoice() -> None:
-    flows = _flows(
-        _event("contract.signed", 0),
-        _event("customer.synced", 1),
-        _event("project.created", 30),  # after as_of below: not counted
-    )
-    query = KpiQuery(as_of=T + timedelta(hours=24), start=T - timedelta(hours=1))
-    rows = funnel(flows, DEFAULT_FLOW_TYPES, frozenset({"C-1"}), query)
-    assert rows == [
-        {"stage": "contract.signed", "count": 1},
-        {"stage": "customer.synced", "count": 1},
-        {"stage": "project.created", "count": 0},
-        {"stage": "billing_plan.created", "count": 0},
-        {"stage": "project.activated", "count": 0},
-        {"stage": "invoice.posted", "count": 1},
-    ]
-    outside = KpiQuery(as_of=T + timedelta(hours=24), start=T)  # T0 == start: not in (start, as_of]
-    assert funnel(flows, DEFAULT_FLOW_TYPES, frozenset(), outside)[0]["count"] == 0

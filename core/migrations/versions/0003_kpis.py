@@ -41,6 +41,35 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_flow_outcomes_trace_pending"), "flow_outcomes", ["trace_pending"])
     op.create_table(
+        "flow_stages",
+        sa.Column("flow_id", sa.String(700), nullable=False),
+        sa.Column("idx", sa.Integer(), nullable=False),
+        sa.Column("flow_type", sa.String(100), nullable=False),
+        sa.Column("stage", sa.String(100), nullable=False),
+        sa.Column("t0", UTCDateTime(), nullable=False),
+        sa.Column("deadline_at", UTCDateTime(), nullable=False),
+        sa.Column("reached_at", UTCDateTime()),
+        sa.Column("ended_at", UTCDateTime()),
+        sa.PrimaryKeyConstraint("flow_id", "idx", name=op.f("pk_flow_stages")),
+    )
+    op.create_index(
+        op.f("ix_flow_stages_flow_type_deadline_at"), "flow_stages", ["flow_type", "deadline_at"]
+    )
+    op.create_index(op.f("ix_flow_stages_flow_type_t0"), "flow_stages", ["flow_type", "t0"])
+    op.create_table(
+        "stuck_spans",
+        sa.Column("flow_id", sa.String(700), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("flow_type", sa.String(100), nullable=False),
+        sa.Column("stage", sa.String(100), nullable=False),
+        sa.Column("queue", sa.String(50), nullable=False),
+        sa.Column("opened_at", UTCDateTime(), nullable=False),
+        sa.Column("since", UTCDateTime(), nullable=False),
+        sa.Column("until", UTCDateTime()),
+        sa.PrimaryKeyConstraint("flow_id", "seq", name=op.f("pk_stuck_spans")),
+    )
+    op.create_index(op.f("ix_stuck_spans_until"), "stuck_spans", ["until"])
+    op.create_table(
         "metric_totals",
         sa.Column("metric", sa.String(100), nullable=False),
         sa.Column("flow_type", sa.String(100), nullable=False),
@@ -53,6 +82,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("metric_totals")
+    op.drop_index(op.f("ix_stuck_spans_until"), table_name="stuck_spans")
+    op.drop_table("stuck_spans")
+    op.drop_index(op.f("ix_flow_stages_flow_type_t0"), table_name="flow_stages")
+    op.drop_index(op.f("ix_flow_stages_flow_type_deadline_at"), table_name="flow_stages")
+    op.drop_table("flow_stages")
     op.drop_index(op.f("ix_flow_outcomes_trace_pending"), table_name="flow_outcomes")
     op.drop_table("flow_outcomes")
     op.drop_index(op.f("ix_dead_letters_received_at"), table_name="dead_letters")
