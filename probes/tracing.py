@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from probes import views
 from probes.evaluate import FlowFacts, StageFacts
 from probes.traceids import span_id, trace_id
 
@@ -89,15 +90,6 @@ def parse_traceparent(header: str) -> SpanLink | None:
     if set(trace) == {"0"} or set(span) == {"0"}:
         return None
     return SpanLink(trace, span, int(flags, 16))
-
-
-def flow_state(facts: FlowFacts, now: datetime) -> str:
-    """complete, cancelled, stuck or open, as of ``now`` (flows.md)."""
-    if facts.complete(now):
-        return "complete"
-    if facts.cancelled(now):
-        return "cancelled"
-    return "stuck" if facts.stuck(now) else "open"
 
 
 def missed_deadline(facts: FlowFacts, now: datetime) -> bool:
@@ -237,7 +229,7 @@ def flow_spans(facts: FlowFacts, now: datetime) -> tuple[FlowSpan, ...]:
     order. Empty when the flow does not exist yet (T0 after ``now``)."""
     if not facts.exists(now):
         return ()
-    state = flow_state(facts, now)
+    state = views.state(facts, now)
     stuck = facts.stuck_stage(now)
     root = _root(facts, now, state)
     return (root, *(_stage(facts, stage, now, state, stuck) for stage in facts.stages))

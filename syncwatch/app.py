@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -18,8 +19,11 @@ from collector.routes import router as collector_router
 from core.apikeys import KeyVerifier
 from core.db import Database
 from core.errors import StoreUnavailable, SyncwatchError
+from core.instruments import Instruments
 from core.settings import Settings
 from core.web import Clock, utc_now
+from kpis.exporter import StoreCollector
+from kpis.exporter import router as metrics_router
 from kpis.routes import router as kpis_router
 from probes.flowtypes import configured_flow_types
 from probes.routes import router as probes_router
@@ -60,9 +64,18 @@ def create_app(
     ``flows`` configuration raises ConfigError here, before anything starts."""
     flow_types = configured_flow_types(settings.flows)
 
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+    registry = CollectorRegistry()
+    instruments = Instruments(registry, sources=settings.sources)
+    registry.register(
+        StoreCollector(database, flow_types, clock, exemplars=settings.metrics.exemplars)
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        scheduler = make_scheduler(database, settings, flow_types) if run_scheduler else None
+        scheduler = (
+            make_scheduler(database, settings, flow_types, instruments) if run_scheduler else None
+        )
         if scheduler is not None:
             scheduler.start()
         try:
@@ -82,10 +95,13 @@ def create_app(
     app.state.clock = clock
     app.state.flow_types = flow_types
     app.state.key_verifier = KeyVerifier(database, cache_seconds=settings.key_cache_seconds)
+    app.state.registry = registry
+    app.state.instruments = instruments
 
     app.include_router(collector_router)
     app.include_router(probes_router)
     app.include_router(kpis_router)
+    app.include_router(metrics_router)
     app.include_router(audit_router)
     _add_health(app, database)
     _add_error_handlers(app)

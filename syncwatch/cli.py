@@ -201,7 +201,13 @@ def probe_run(
     settings = _settings()
     flow_types = configured_flow_types(settings.flows)
     database = _database(settings)
-    reports = run_until_idle(database, flow_types, now=utc_now(), batch_events=batch_events)
+    reports = run_until_idle(
+        database,
+        flow_types,
+        now=utc_now(),
+        batch_events=batch_events,
+        traces=settings.tracing.enabled,
+    )
     database.dispose()
     if reports and reports[0].skipped:
         console.print("another replica is running a probe cycle; nothing done")
