@@ -18,7 +18,6 @@ from core.errors import ConfigError
 QUEUES = ("finance_ops", "legal_ops", "pmo", "integration_oncall")
 
 
-
 @dataclass(frozen=True)
 class Stage:
     type: str
