@@ -87,6 +87,9 @@ class StuckFlow:
     opened_at: datetime
     value: Decimal | None
     currency: str | None
+    #: False once an operator resolved the stuck finding: it leaves its queue, the flow is still
+    #: stuck (flows.md: a finding is open while not resolved)
+    finding_open: bool = True
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,7 @@ def _section(
         if mine(g):
             open_counts[flow_type] += count
     stuck = [flow for flow in inputs.stuck if mine(flow.group)]
-    opened = [(flow.queue, flow.opened_at) for flow in stuck]
+    opened = [(flow.queue, flow.opened_at) for flow in stuck if flow.finding_open]
     opened += [(f.queue, f.opened_at) for f in inputs.findings if mine(f.group)]
     return {
         "flows": flow_section(flow_types, due, durations, open_counts, stuck),

@@ -69,7 +69,7 @@ class StoreState:
 def read_state(connection: Connection, flow_types: Sequence[FlowType], now: datetime) -> StoreState:
     query = KpiQuery(as_of=now, start=now, further=False)
     stuck = inputs.load_stuck(connection, flow_types, query)
-    found = [("stuck", flow.queue, flow.opened_at) for flow in stuck]
+    found = [("stuck", flow.queue, flow.opened_at) for flow in stuck if flow.finding_open]
     found += [(f.kind, f.queue, f.opened_at) for f in inputs.load_open_findings(connection, query)]
     open_counts = {
         flow_type: count

@@ -36,7 +36,7 @@ from kpis.compute import (
     micros,
 )
 from probes.evaluate import INTEGRATION_FAILED, MILESTONE, ONBOARDING
-from probes.flowstore import SYSTEM_ACTOR
+from probes.flowstore import STUCK, SYSTEM_ACTOR
 from probes.flowtypes import FlowType
 from probes.runner import STATE_NAME
 
@@ -128,8 +128,11 @@ def load_open(
 def load_stuck(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
 ) -> list[StuckFlow]:
-    """The flows stuck as of the instant, from their stuck spans (probes.evaluate.StuckSpan)."""
+    """The flows stuck as of the instant, from their stuck spans (probes.evaluate.StuckSpan),
+    with whether an operator had resolved the stuck finding by then (the flow stays stuck; the
+    finding leaves its queue)."""
     at = query.as_of
+    finding = findings.alias("stuck_finding")
     statement = (
         sa.select(
             stuck_spans.c.flow_type,
@@ -138,9 +141,20 @@ def load_stuck(
             stuck_spans.c.opened_at,
             flows.c.value,
             flows.c.currency,
+            finding.c.resolved_at,
+            finding.c.resolved_by,
             _group_column(query),
         )
-        .select_from(stuck_spans.join(flows, flows.c.flow_id == stuck_spans.c.flow_id))
+        .select_from(
+            stuck_spans.join(flows, flows.c.flow_id == stuck_spans.c.flow_id).outerjoin(
+                finding,
+                sa.and_(
+                    finding.c.kind == STUCK,
+                    finding.c.flow_id == stuck_spans.c.flow_id,
+                    finding.c.key == stuck_spans.c.stage,
+                ),
+            )
+        )
         .where(
             stuck_spans.c.flow_type.in_(_types(flow_types)),
             stuck_spans.c.opened_at < at,
@@ -150,13 +164,18 @@ def load_stuck(
     )
     return [
         StuckFlow(
-            _group(row.grp, query),
-            row.flow_type,
-            row.stage,
-            row.queue,
-            row.opened_at,
-            None if row.value is None else Decimal(row.value),
-            row.currency,
+            group=_group(row.grp, query),
+            flow_type=row.flow_type,
+            stage=row.stage,
+            queue=row.queue,
+            opened_at=row.opened_at,
+            value=None if row.value is None else Decimal(row.value),
+            currency=row.currency,
+            finding_open=not (
+                row.resolved_at is not None
+                and row.resolved_by != SYSTEM_ACTOR
+                and row.resolved_at <= at
+            ),
         )
         for row in connection.execute(_filtered(statement, query))
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.db import Database
@@ -46,11 +46,11 @@ def make_query(
     further: bool = True,
 ) -> KpiQuery:
     """Check the parameters of kpis.md and build the query (InvalidInput names what is wrong)."""
-    as_of = _aware(as_of, "as_of")
+    as_of = _aware(as_of, "as_of").astimezone(UTC)
     if start is not None and window is not None:
         raise InvalidInput("give either window or start, not both")
     if start is not None:
-        start = _aware(start, "start")
+        start = _aware(start, "start").astimezone(UTC)
         if start >= as_of:
             raise InvalidInput("start: must be before as_of")
     else:
