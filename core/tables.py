@@ -148,6 +148,7 @@ flows = sa.Table(
     # completed_at or cancelled_at (a flow has at most one): the flow is open as of T when
     # t0 <= T and ended_at is NULL or after T, which the KPIs count through this index
     sa.Column("ended_at", UTCDateTime()),
+    sa.Column("duration_us", sa.BigInteger()),  # completed_at - t0 in microseconds, when complete
     # the next instant at which time alone can change the flow's state (a pending stage deadline
     # not yet passed when last evaluated); the probe runner's deadline sweep reads it
     sa.Column("next_check_at", UTCDateTime()),
@@ -190,6 +191,7 @@ findings = sa.Table(
     sa.Index(None, "queue", "resolved_at"),
     sa.Index(None, "flow_id"),
     sa.Index(None, "kind", "opened_at"),
+    sa.Index(None, "kind", "resolved_by"),
 )
 
 probe_state = sa.Table(
@@ -252,6 +254,12 @@ stuck_spans = sa.Table(
     sa.Column("opened_at", UTCDateTime(), nullable=False),  # the stage's deadline
     sa.Column("since", UTCDateTime(), nullable=False),
     sa.Column("until", UTCDateTime()),
+    # the flow's, copied so that counting stuck flows reads this table alone
+    sa.Column("legal_entity", sa.String(255)),
+    sa.Column("region", sa.String(255)),
+    sa.Column("service_line", sa.String(255)),
+    sa.Column("value", sa.String(64)),
+    sa.Column("currency", sa.String(3)),
     sa.Index(None, "until"),
 )
 

@@ -15,9 +15,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any
 
-from probes.exceptions import AGING_BUCKETS, aging_bucket
+from probes.exceptions import AGING_BUCKETS
 from probes.flowtypes import QUEUES, FlowType
-from probes.views import REVENUE_FLOW_TYPES
 
 DIMENSIONS = ("legal_entity", "region", "service_line")
 UNKNOWN = "unknown"
@@ -52,13 +51,16 @@ class KpiQuery:
 
 
 @dataclass(frozen=True)
-class OpenFinding:
-    """An operator finding open as of the query's instant."""
+class QueueStats:
+    """Findings of one kind open in one queue (and group) as of the query's instant: how many,
+    the oldest ``opened_at``, and how many fall in each aging bucket (lower bound inclusive)."""
 
     group: str | None
-    kind: str
     queue: str
-    opened_at: datetime
+    kind: str
+    open: int
+    oldest: datetime | None
+    aging: tuple[int, ...]  # lt_1d, 1d_3d, 3d_7d, gt_7d
 
 
 @dataclass(frozen=True)
@@ -76,23 +78,6 @@ class GlobalInputs:
 
 
 @dataclass(frozen=True)
-class StuckFlow:
-    """A flow stuck as of the query's instant: its stuck stage, the queue of its stuck finding,
-    when that finding opened (the stage's deadline) and the flow's value."""
-
-    group: str | None
-    flow_type: str
-    stage: str
-    queue: str
-    opened_at: datetime
-    value: Decimal | None
-    currency: str | None
-    #: False once an operator resolved the stuck finding: it leaves its queue, the flow is still
-    #: stuck (flows.md: a finding is open while not resolved)
-    finding_open: bool = True
-
-
-@dataclass(frozen=True)
 class KpiInputs:
     #: (group, flow_type) -> (due, met)
     due: Mapping[tuple[str | None, str], tuple[int, int]]
@@ -100,8 +85,12 @@ class KpiInputs:
     durations: Sequence[tuple[str | None, str, int]]
     #: (group, flow_type) -> flows open as of the instant (stuck ones included)
     open: Mapping[tuple[str | None, str], int]
-    stuck: Sequence[StuckFlow]
-    findings: Sequence[OpenFinding]
+    #: (group, flow_type, stuck stage) -> flows stuck as of the instant
+    stuck: Mapping[tuple[str | None, str, str], int]
+    #: (group, currency) -> revenue at risk as of the instant
+    revenue: Mapping[tuple[str | None, str], Decimal]
+    #: open findings by group, queue and kind (stuck findings included)
+    queues: Sequence[QueueStats]
     #: the groups that have flows as of the instant (with group_by)
     groups: Sequence[str] = ()
     #: (stage, count) in funnel order, counted by the store
@@ -160,25 +149,36 @@ def money(amounts: Mapping[str, Decimal]) -> dict[str, str]:
     }
 
 
+def aging_thresholds(as_of: datetime) -> list[datetime]:
+    """The instants that split opened_at into the aging buckets: a finding is at least ``d`` old
+    exactly when opened_at <= as_of - d."""
+    return [as_of - timedelta(seconds=lower) for _, lower in AGING_BUCKETS[1:]]
+
+
 def exceptions_summary(
-    opened: Iterable[tuple[str, datetime]], as_of: datetime, queues: Sequence[str] = QUEUES
+    stats: Iterable[QueueStats], as_of: datetime, queues: Sequence[str] = QUEUES
 ) -> dict[str, Any]:
-    """Per queue: open findings, the oldest one's age and the aging buckets (lower bound
-    inclusive). Every queue appears, with zeros when empty."""
-    by_queue: dict[str, list[datetime]] = {queue: [] for queue in queues}
-    for queue, opened_at in opened:
-        by_queue.setdefault(queue, []).append(opened_at)
-    summary = {}
-    for queue, instants in by_queue.items():
-        aging = dict.fromkeys((name for name, _ in AGING_BUCKETS), 0)
-        for instant in instants:
-            aging[aging_bucket((as_of - instant).total_seconds())] += 1
-        oldest = min(instants) if instants else None
-        summary[queue] = {
-            "open": len(instants),
-            "oldest_age_seconds": None if oldest is None else _seconds(micros(as_of - oldest)),
-            "aging": aging,
-        }
+    """Per queue: open findings, the oldest one's age and the aging buckets. Every queue
+    appears, with zeros when empty."""
+    names = [name for name, _ in AGING_BUCKETS]
+    summary: dict[str, Any] = {
+        queue: {"open": 0, "oldest_age_seconds": None, "aging": dict.fromkeys(names, 0)}
+        for queue in queues
+    }
+    oldest: dict[str, datetime] = {}
+    for part in stats:
+        entry = summary.setdefault(
+            part.queue, {"open": 0, "oldest_age_seconds": None, "aging": dict.fromkeys(names, 0)}
+        )
+        entry["open"] += part.open
+        for name, count in zip(names, part.aging, strict=True):
+            entry["aging"][name] += count
+        if part.oldest is not None and (
+            part.queue not in oldest or part.oldest < oldest[part.queue]
+        ):
+            oldest[part.queue] = part.oldest
+    for queue, instant in oldest.items():
+        summary[queue]["oldest_age_seconds"] = _seconds(micros(as_of - instant))
     return summary
 
 
@@ -190,16 +190,15 @@ def flow_section(
     due: Mapping[str, tuple[int, int]],
     durations: Mapping[str, Sequence[int]],
     open_counts: Mapping[str, int],
-    stuck: Sequence[StuckFlow],
+    stuck: Mapping[tuple[str, str], int],
 ) -> dict[str, Any]:
     section = {}
     for flow_type in flow_types:
         name = flow_type.name
         due_count, met = due.get(name, (0, 0))
-        stuck_by_stage = dict.fromkeys((stage.type for stage in flow_type.stages), 0)
-        for flow in stuck:
-            if flow.flow_type == name:
-                stuck_by_stage[flow.stage] = stuck_by_stage.get(flow.stage, 0) + 1
+        stuck_by_stage = {
+            stage.type: stuck.get((name, stage.type), 0) for stage in flow_type.stages
+        }
         completed = durations.get(name, ())
         section[name] = {
             "due": due_count,
@@ -212,15 +211,6 @@ def flow_section(
             "stuck_by_stage": stuck_by_stage,
         }
     return section
-
-
-def revenue_at_risk(stuck: Iterable[StuckFlow]) -> dict[str, str]:
-    """flows.md: stuck onboarding contract values plus stuck milestone amounts, per currency."""
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    for flow in stuck:
-        if flow.flow_type in REVENUE_FLOW_TYPES and flow.value is not None and flow.currency:
-            totals[flow.currency] += flow.value
-    return money(totals)
 
 
 def _section(
@@ -246,13 +236,18 @@ def _section(
     for (g, flow_type), count in inputs.open.items():
         if mine(g):
             open_counts[flow_type] += count
-    stuck = [flow for flow in inputs.stuck if mine(flow.group)]
-    opened = [(flow.queue, flow.opened_at) for flow in stuck if flow.finding_open]
-    opened += [(f.queue, f.opened_at) for f in inputs.findings if mine(f.group)]
+    stuck: dict[tuple[str, str], int] = defaultdict(int)
+    for (g, flow_type, stage), count in inputs.stuck.items():
+        if mine(g):
+            stuck[(flow_type, stage)] += count
+    revenue: dict[str, Decimal] = defaultdict(Decimal)
+    for (g, currency), amount in inputs.revenue.items():
+        if mine(g):
+            revenue[currency] += amount
     return {
         "flows": flow_section(flow_types, due, durations, open_counts, stuck),
-        "revenue_at_risk": revenue_at_risk(stuck),
-        "exceptions": exceptions_summary(opened, as_of),
+        "revenue_at_risk": money(revenue),
+        "exceptions": exceptions_summary((q for q in inputs.queues if mine(q.group)), as_of),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ from core.roles import READERS
 from core.tables import events, metric_totals, probe_state
 from core.web import Clock, require_if
 from kpis import compute, inputs
-from kpis.compute import OPERATOR_KINDS, REPLAY_OUTCOMES, KpiQuery, StuckFlow
+from kpis.compute import OPERATOR_KINDS, REPLAY_OUTCOMES, KpiQuery, QueueStats
 from probes.flowtypes import QUEUES, FlowType
 from probes.outcomes import (
     DEADLINE_METRIC,
@@ -56,8 +57,9 @@ EXEMPLAR_RUNES = 128
 class StoreState:
     now: datetime
     open: dict[str, int]  # by flow type
-    stuck: list[StuckFlow]
-    findings: list[tuple[str, str, datetime]]  # kind, queue, opened_at
+    stuck: dict[tuple[str, str], int]  # (flow type, stage)
+    revenue: dict[str, Decimal]  # by currency
+    queues: list[QueueStats]  # open findings by queue and kind
     uncorrelated: int
     dead_letters: dict[str, int]
     totals: list[Any]  # metric_totals rows
@@ -67,14 +69,8 @@ class StoreState:
 
 
 def read_state(connection: Connection, flow_types: Sequence[FlowType], now: datetime) -> StoreState:
+    """The state metrics as of ``now``, by the KPI code of /v1/kpis (kpis.inputs)."""
     query = KpiQuery(as_of=now, start=now, further=False)
-    stuck = inputs.load_stuck(connection, flow_types, query)
-    found = [("stuck", flow.queue, flow.opened_at) for flow in stuck if flow.finding_open]
-    found += [(f.kind, f.queue, f.opened_at) for f in inputs.load_open_findings(connection, query)]
-    open_counts = {
-        flow_type: count
-        for (_, flow_type), count in inputs.load_open(connection, flow_types, query).items()
-    }
     probe = connection.execute(
         sa.select(probe_state.c.last_seq, probe_state.c.last_cycle_at).where(
             probe_state.c.name == STATE_NAME
@@ -86,9 +82,16 @@ def read_state(connection: Connection, flow_types: Sequence[FlowType], now: date
     ).scalar_one()
     return StoreState(
         now=now,
-        open=open_counts,
-        stuck=stuck,
-        findings=found,
+        open={t: n for (_, t), n in inputs.load_open(connection, flow_types, query).items()},
+        stuck={
+            (t, stage): n
+            for (_, t, stage), n in inputs.load_stuck(connection, flow_types, query).items()
+        },
+        revenue={c: v for (_, c), v in inputs.load_revenue(connection, flow_types, query).items()},
+        queues=[
+            *inputs.load_stuck_findings(connection, flow_types, query),
+            *inputs.load_open_findings(connection, query),
+        ],
         uncorrelated=inputs.uncorrelated_events(connection, now),
         dead_letters=deadletters.count_pending_by_reason(connection),
         totals=list(connection.execute(sa.select(metric_totals))),
@@ -163,7 +166,7 @@ def families(
         "Revenue at risk now: stuck onboarding contract values and stuck milestone amounts",
         labels=["currency"],
     )
-    for currency, amount in compute.revenue_at_risk(state.stuck).items():
+    for currency, amount in compute.money(state.revenue).items():
         risk.add_metric([currency], float(amount))
     yield risk
 
@@ -177,10 +180,10 @@ def families(
     )
     counts = {(queue, kind): 0 for queue in QUEUES for kind in FINDING_KINDS}
     first: dict[str, datetime] = {}
-    for kind, queue, opened_at in state.findings:
-        counts[(queue, kind)] = counts.get((queue, kind), 0) + 1
-        if queue not in first or opened_at < first[queue]:
-            first[queue] = opened_at
+    for part in state.queues:
+        counts[(part.queue, part.kind)] = counts.get((part.queue, part.kind), 0) + part.open
+        if part.oldest is not None and (part.queue not in first or part.oldest < first[part.queue]):
+            first[part.queue] = part.oldest
     for (queue, kind), count in sorted(counts.items()):
         findings_open.add_metric([queue, kind], count)
     for queue, instant in sorted(first.items()):

@@ -6,7 +6,7 @@ else. The arithmetic is :mod:`kpis.compute`'s."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -31,14 +31,14 @@ from kpis.compute import (
     GlobalInputs,
     KpiInputs,
     KpiQuery,
-    OpenFinding,
-    StuckFlow,
-    micros,
+    QueueStats,
+    aging_thresholds,
 )
 from probes.evaluate import INTEGRATION_FAILED, MILESTONE, ONBOARDING
 from probes.flowstore import STUCK, SYSTEM_ACTOR
 from probes.flowtypes import FlowType
 from probes.runner import STATE_NAME
+from probes.views import REVENUE_FLOW_TYPES
 
 
 def _group_column(query: KpiQuery) -> Any:
@@ -93,111 +93,173 @@ def load_due(
 def load_durations(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
 ) -> list[tuple[str | None, str, int]]:
-    statement = sa.select(
-        flows.c.flow_type, _group_column(query), flows.c.t0, flows.c.completed_at
-    ).where(
+    statement = sa.select(flows.c.flow_type, _group_column(query), flows.c.duration_us).where(
         flows.c.flow_type.in_(_types(flow_types)),
         flows.c.completed_at > query.start,
         flows.c.completed_at <= query.as_of,
     )
     return [
-        (_group(grp, query), flow_type, micros(completed - t0))
-        for flow_type, grp, t0, completed in connection.execute(_filtered(statement, query))
+        (_group(grp, query), flow_type, int(duration))
+        for flow_type, grp, duration in connection.execute(_filtered(statement, query))
     ]
 
 
 def load_open(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
 ) -> dict[tuple[str | None, str], int]:
-    """Flows open as of the instant: existing, neither complete nor cancelled by then."""
-    statement = (
-        sa.select(flows.c.flow_type, _group_column(query), sa.func.count())
-        .where(
-            flows.c.flow_type.in_(_types(flow_types)),
-            flows.c.t0 <= query.as_of,
-            sa.or_(flows.c.ended_at.is_(None), flows.c.ended_at > query.as_of),
+    """Flows open as of the instant: existing, neither complete nor cancelled by then. Two parts
+    (still open, and ended after the instant), each a range of the index on ended_at, so the
+    planner never walks every flow."""
+    parts = []
+    for ended in (flows.c.ended_at.is_(None), flows.c.ended_at > query.as_of):
+        part = sa.select(flows.c.flow_type, _group_column(query)).where(
+            ended, flows.c.t0 <= query.as_of
         )
-        .group_by(flows.c.flow_type, sa.literal_column("grp"))
+        parts.append(_filtered(part, query))
+    union = sa.union_all(*parts).subquery()
+    statement = sa.select(union.c.flow_type, union.c.grp, sa.func.count()).group_by(
+        union.c.flow_type, union.c.grp
     )
+    names = set(_types(flow_types))
     return {
         (_group(grp, query), flow_type): int(count)
-        for flow_type, grp, count in connection.execute(_filtered(statement, query))
+        for flow_type, grp, count in connection.execute(statement)
+        if flow_type in names
     }
+
+
+def _stuck_at(query: KpiQuery, flow_types: Sequence[FlowType]) -> list[Any]:
+    """The stuck spans holding at the instant (probes.evaluate.StuckSpan)."""
+    at = query.as_of
+    return [
+        stuck_spans.c.flow_type.in_(_types(flow_types)),
+        stuck_spans.c.opened_at < at,
+        stuck_spans.c.since <= at,
+        sa.or_(stuck_spans.c.until.is_(None), stuck_spans.c.until > at),
+    ]
+
+
+def _span_group(query: KpiQuery) -> Any:
+    column = stuck_spans.c[query.group_by] if query.group_by else sa.literal(None)
+    return column.label("grp")
 
 
 def load_stuck(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
-) -> list[StuckFlow]:
-    """The flows stuck as of the instant, from their stuck spans (probes.evaluate.StuckSpan),
-    with whether an operator had resolved the stuck finding by then (the flow stays stuck; the
-    finding leaves its queue)."""
-    at = query.as_of
-    finding = findings.alias("stuck_finding")
+) -> dict[tuple[str | None, str, str], int]:
+    """Flows stuck as of the instant, by group, flow type and stuck stage."""
+    group = _span_group(query)
     statement = (
-        sa.select(
-            stuck_spans.c.flow_type,
-            stuck_spans.c.stage,
-            stuck_spans.c.queue,
-            stuck_spans.c.opened_at,
-            flows.c.value,
-            flows.c.currency,
-            finding.c.resolved_at,
-            finding.c.resolved_by,
-            _group_column(query),
-        )
-        .select_from(
-            stuck_spans.join(flows, flows.c.flow_id == stuck_spans.c.flow_id).outerjoin(
-                finding,
-                sa.and_(
-                    finding.c.kind == STUCK,
-                    finding.c.flow_id == stuck_spans.c.flow_id,
-                    finding.c.key == stuck_spans.c.stage,
-                ),
-            )
-        )
-        .where(
-            stuck_spans.c.flow_type.in_(_types(flow_types)),
-            stuck_spans.c.opened_at < at,
-            stuck_spans.c.since <= at,
-            sa.or_(stuck_spans.c.until.is_(None), stuck_spans.c.until > at),
-        )
+        sa.select(group, stuck_spans.c.flow_type, stuck_spans.c.stage, sa.func.count())
+        .where(*_stuck_at(query, flow_types))
+        .group_by(sa.literal_column("grp"), stuck_spans.c.flow_type, stuck_spans.c.stage)
     )
-    return [
-        StuckFlow(
-            group=_group(row.grp, query),
-            flow_type=row.flow_type,
-            stage=row.stage,
-            queue=row.queue,
-            opened_at=row.opened_at,
-            value=None if row.value is None else Decimal(row.value),
-            currency=row.currency,
-            finding_open=not (
-                row.resolved_at is not None
-                and row.resolved_by != SYSTEM_ACTOR
-                and row.resolved_at <= at
-            ),
+    return {
+        (_group(grp, query), flow_type, stage): int(count)
+        for grp, flow_type, stage, count in connection.execute(
+            _filtered(statement, query, stuck_spans)
         )
-        for row in connection.execute(_filtered(statement, query))
+    }
+
+
+def load_revenue(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> dict[tuple[str | None, str], Decimal]:
+    """flows.md: stuck onboarding contract values plus stuck milestone amounts, per currency,
+    summed exactly (Decimal, here: never a database's floating sum)."""
+    statement = sa.select(_span_group(query), stuck_spans.c.currency, stuck_spans.c.value).where(
+        *_stuck_at(query, flow_types),
+        stuck_spans.c.flow_type.in_(REVENUE_FLOW_TYPES),
+        stuck_spans.c.value.is_not(None),
+        stuck_spans.c.currency.is_not(None),
+    )
+    totals: dict[tuple[str | None, str], Decimal] = defaultdict(Decimal)
+    for grp, currency, value in connection.execute(_filtered(statement, query, stuck_spans)):
+        totals[(_group(grp, query), currency)] += Decimal(value)
+    return dict(totals)
+
+
+def _aging_columns(opened_at: Any, as_of: datetime) -> list[Any]:
+    """count, oldest opened_at, and the four aging buckets (lower bound inclusive), in SQL."""
+    one, three, seven = aging_thresholds(as_of)
+    buckets = [
+        opened_at > one,
+        sa.and_(opened_at <= one, opened_at > three),
+        sa.and_(opened_at <= three, opened_at > seven),
+        opened_at <= seven,
+    ]
+    return [
+        sa.func.count(),
+        sa.func.min(opened_at),
+        *(sa.func.sum(sa.case((bucket, 1), else_=0)) for bucket in buckets),
     ]
 
 
-def load_open_findings(connection: Connection, query: KpiQuery) -> list[OpenFinding]:
+def _queue_stats(rows: Any, query: KpiQuery) -> list[QueueStats]:
+    return [
+        QueueStats(
+            _group(grp, query),
+            queue,
+            kind,
+            int(count),
+            oldest,
+            tuple(int(n or 0) for n in aging),
+        )
+        for grp, queue, kind, count, oldest, *aging in rows
+    ]
+
+
+def load_stuck_findings(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
+) -> list[QueueStats]:
+    """The stuck findings open as of the instant: one per stuck flow, in the queue of its stuck
+    stage, opened at that stage's deadline, unless an operator had resolved it by then (the flow
+    stays stuck; its finding leaves the queue)."""
+    resolved = sa.exists().where(
+        findings.c.kind == STUCK,
+        findings.c.flow_id == stuck_spans.c.flow_id,
+        findings.c.key == stuck_spans.c.stage,
+        findings.c.resolved_by.is_not(None),
+        findings.c.resolved_by != SYSTEM_ACTOR,
+        findings.c.resolved_at <= query.as_of,
+    )
+    group = _span_group(query)
+    statement = (
+        sa.select(
+            group,
+            stuck_spans.c.queue,
+            sa.literal(STUCK),
+            *_aging_columns(stuck_spans.c.opened_at, query.as_of),
+        )
+        .where(*_stuck_at(query, flow_types), ~resolved)
+        .group_by(sa.literal_column("grp"), stuck_spans.c.queue)
+    )
+    return _queue_stats(connection.execute(_filtered(statement, query, stuck_spans)), query)
+
+
+def load_open_findings(connection: Connection, query: KpiQuery) -> list[QueueStats]:
     """Operator findings open as of the instant: opened by then and not resolved by then."""
     group = flows.c[query.group_by] if query.group_by else sa.literal(None)
+    source: Any = findings
+    if query.group_by or query.filtered:
+        source = findings.outerjoin(flows, flows.c.flow_id == findings.c.flow_id)
     statement = (
-        sa.select(findings.c.kind, findings.c.queue, findings.c.opened_at, group.label("grp"))
-        .select_from(findings.outerjoin(flows, flows.c.flow_id == findings.c.flow_id))
+        sa.select(
+            group.label("grp"),
+            findings.c.queue,
+            findings.c.kind,
+            *_aging_columns(findings.c.opened_at, query.as_of),
+        )
+        .select_from(source)
         .where(
             findings.c.kind.in_(OPERATOR_KINDS),
             findings.c.opened_at <= query.as_of,
             sa.or_(findings.c.resolved_at.is_(None), findings.c.resolved_at > query.as_of),
             _not_withdrawn(),
         )
+        .group_by(sa.literal_column("grp"), findings.c.queue, findings.c.kind)
     )
-    return [
-        OpenFinding(_group(grp, query), kind, queue, opened_at)
-        for kind, queue, opened_at, grp in connection.execute(_filtered(statement, query))
-    ]
+    return _queue_stats(connection.execute(_filtered(statement, query)), query)
 
 
 def load_groups(
@@ -252,24 +314,33 @@ def load_funnel(
     rows += [(stage.type, reached.get(i, 0)) for i, stage in enumerate(onboarding.stages)]
     milestone = next((ft for ft in flow_types if ft.name == MILESTONE), None)
     if milestone is not None:
-        billed = flows.alias("billed")
-        invoiced = (
-            sa.select(sa.func.count())
-            .select_from(flows)
-            .where(
-                flows.c.flow_type == ONBOARDING,
-                flows.c.t0 > query.start,
-                flows.c.t0 <= query.as_of,
-                sa.exists().where(
-                    billed.c.correlation_id == flows.c.correlation_id,
-                    billed.c.flow_type == MILESTONE,
-                    billed.c.completed_at <= query.as_of,
-                ),
-            )
+        correlations = sa.select(flows.c.correlation_id).where(
+            flows.c.flow_type == ONBOARDING, flows.c.t0 > query.start, flows.c.t0 <= query.as_of
         )
-        count = connection.execute(_filtered(invoiced, query)).scalar_one()
-        rows.append((milestone.final.type, int(count)))
+        started_ids = [value for (value,) in connection.execute(_filtered(correlations, query))]
+        invoiced: set[str] = set()
+        for chunk in _chunks(started_ids):
+            # by correlation ID alone (its index), the rest checked here: a condition on the
+            # flow type and completion would tempt a planner into their wider index
+            rows_of_chunk = connection.execute(
+                sa.select(flows.c.correlation_id, flows.c.flow_type, flows.c.completed_at).where(
+                    flows.c.correlation_id.in_(chunk)
+                )
+            )
+            invoiced.update(
+                correlation
+                for correlation, flow_type, completed_at in rows_of_chunk
+                if flow_type == MILESTONE
+                and completed_at is not None
+                and completed_at <= query.as_of
+            )
+        rows.append((milestone.final.type, sum(1 for c in started_ids if c in invoiced)))
     return rows
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def load_stage_misses(
@@ -435,7 +506,11 @@ def load(
         durations=load_durations(connection, flow_types, query),
         open=load_open(connection, flow_types, query),
         stuck=load_stuck(connection, flow_types, query),
-        findings=load_open_findings(connection, query),
+        revenue=load_revenue(connection, flow_types, query),
+        queues=[
+            *load_stuck_findings(connection, flow_types, query),
+            *load_open_findings(connection, query),
+        ],
         groups=load_groups(connection, flow_types, query),
         funnel=load_funnel(connection, flow_types, query) if further else (),
         stage_misses=load_stage_misses(connection, flow_types, query) if further else {},

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from probes.evaluate import FlowFacts, IntegrationMark, StageFacts
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -53,6 +55,7 @@ def flow_row(facts: FlowFacts, *, next_check_at: datetime | None, now: datetime)
         "completed_at": facts.completed_at,
         "cancelled_at": facts.cancelled_at,
         "ended_at": facts.completed_at or facts.cancelled_at,
+        "duration_us": None if facts.duration is None else facts.duration // _MICROSECOND,
         "next_check_at": next_check_at,
         "legal_entity": facts.legal_entity,
         "region": facts.region,

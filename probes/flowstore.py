@@ -251,6 +251,11 @@ def derived_rows(facts: Sequence[FlowFacts]) -> tuple[list[dict[str, Any]], list
                     "opened_at": span.opened_at,
                     "since": span.since,
                     "until": span.until,
+                    "legal_entity": flow.legal_entity,
+                    "region": flow.region,
+                    "service_line": flow.service_line,
+                    "value": None if flow.value is None else str(flow.value),
+                    "currency": flow.currency,
                 }
             )
     return stage_rows, span_rows

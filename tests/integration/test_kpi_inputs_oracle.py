@@ -20,6 +20,7 @@ from core.tables import flows
 from kpis import inputs
 from kpis.compute import KpiQuery, micros
 from probes.evaluate import MILESTONE, ONBOARDING, FlowFacts
+from probes.exceptions import AGING_BUCKETS, aging_bucket
 from probes.facts_codec import facts_from_row
 from probes.flowtypes import DEFAULT_FLOW_TYPES
 from probes.runner import run_until_idle
@@ -46,10 +47,12 @@ def _oracle(facts: list[FlowFacts], query: KpiQuery) -> dict[str, Any]:
     chosen = [f for f in facts if all(getattr(f, k) == v for k, v in query.filters.items())]
     open_counts = Counter(f.flow_type for f in chosen if f.open(at))
     stuck = Counter()
+    queues: dict[str, list[datetime]] = {}
     for flow in chosen:
         stage = flow.stuck_stage(at)
         if stage is not None:
-            stuck[(flow.flow_type, stage.type, flow.stuck_queue(at), stage.deadline_at)] += 1
+            stuck[(flow.flow_type, stage.type)] += 1
+            queues.setdefault(flow.stuck_queue(at) or "", []).append(stage.deadline_at)
     due = Counter()
     met = Counter()
     for flow in chosen:
@@ -80,6 +83,10 @@ def _oracle(facts: list[FlowFacts], query: KpiQuery) -> dict[str, Any]:
     return {
         "open": dict(open_counts),
         "stuck": dict(stuck),
+        "queues": {
+            queue: (len(opened), min(opened), _aging(opened, at))
+            for queue, opened in queues.items()
+        },
         "due": {t: (due[t], met[t]) for t in due},
         "durations": durations,
         "funnel": funnel,
@@ -87,15 +94,22 @@ def _oracle(facts: list[FlowFacts], query: KpiQuery) -> dict[str, Any]:
     }
 
 
+def _aging(opened: list[datetime], at: datetime) -> tuple[int, ...]:
+    buckets = Counter(aging_bucket((at - instant).total_seconds()) for instant in opened)
+    return tuple(buckets[name] for name, _ in AGING_BUCKETS)
+
+
 def _sql(connection: Any, query: KpiQuery) -> dict[str, Any]:
     types = DEFAULT_FLOW_TYPES
-    stuck = Counter(
-        (s.flow_type, s.stage, s.queue, s.opened_at)
-        for s in inputs.load_stuck(connection, types, query)
-    )
+    stuck = inputs.load_stuck(connection, types, query)
+    queues = {
+        q.queue: (q.open, q.oldest, q.aging)
+        for q in inputs.load_stuck_findings(connection, types, query)
+    }
     return {
         "open": {t: n for (_, t), n in inputs.load_open(connection, types, query).items()},
-        "stuck": dict(stuck),
+        "stuck": {(t, stage): n for (_, t, stage), n in stuck.items()},
+        "queues": queues,
         "due": {t: v for (_, t), v in inputs.load_due(connection, types, query).items()},
         "durations": sorted((t, d) for _, t, d in inputs.load_durations(connection, types, query)),
         "funnel": inputs.load_funnel(connection, types, query),

@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kpis.compute import (
+    QueueStats,
+    aging_thresholds,
     duration_stats,
     exceptions_summary,
     micros,
@@ -110,20 +112,17 @@ def test_money_has_two_decimals_by_currency_sorted() -> None:
     }
 
 
-def test_exceptions_buckets_are_lower_bound_inclusive_and_every_queue_appears() -> None:
+def test_exceptions_merge_kinds_of_a_queue_and_every_queue_appears() -> None:
     day = timedelta(days=1)
-    opened = [
-        ("pmo", T - day + timedelta(microseconds=1)),  # just under 1 day: lt_1d
-        ("pmo", T - day),  # exactly 1 day: 1d_3d
-        ("pmo", T - 3 * day),  # exactly 3 days: 3d_7d
-        ("pmo", T - 7 * day),  # exactly 7 days: gt_7d
-        ("pmo", T),  # opened right now: age 0, lt_1d
+    parts = [
+        QueueStats(None, "pmo", "stuck", 3, T - 2 * day, (1, 2, 0, 0)),
+        QueueStats(None, "pmo", "duplicate_project", 2, T - 8 * day, (0, 0, 1, 1)),
     ]
-    summary = exceptions_summary(opened, T)
+    summary = exceptions_summary(parts, T)
     assert summary["pmo"] == {
         "open": 5,
-        "oldest_age_seconds": 7 * 86400.0,
-        "aging": {"lt_1d": 2, "1d_3d": 1, "3d_7d": 1, "gt_7d": 1},
+        "oldest_age_seconds": 8 * 86400.0,
+        "aging": {"lt_1d": 1, "1d_3d": 2, "3d_7d": 1, "gt_7d": 1},
     }
     assert summary["legal_ops"] == {
         "open": 0,
@@ -131,3 +130,8 @@ def test_exceptions_buckets_are_lower_bound_inclusive_and_every_queue_appears() 
         "aging": {"lt_1d": 0, "1d_3d": 0, "3d_7d": 0, "gt_7d": 0},
     }
     assert list(summary) == ["finance_ops", "legal_ops", "pmo", "integration_oncall"]
+
+
+def test_aging_thresholds_are_one_three_and_seven_days_before() -> None:
+    # a finding is at least d old exactly when opened_at <= as_of - d (lower bound inclusive)
+    assert aging_thresholds(T) == [T - timedelta(days=d) for d in (1, 3, 7)]

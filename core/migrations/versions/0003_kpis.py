@@ -21,9 +21,11 @@ _json = sa.JSON().with_variant(JSONB(), "postgresql")
 
 def upgrade() -> None:
     op.add_column("flows", sa.Column("ended_at", UTCDateTime()))
+    op.add_column("flows", sa.Column("duration_us", sa.BigInteger()))
     op.execute("UPDATE flows SET ended_at = COALESCE(completed_at, cancelled_at)")
     op.create_index(op.f("ix_flows_ended_at"), "flows", ["ended_at"])
     op.create_index(op.f("ix_findings_kind_opened_at"), "findings", ["kind", "opened_at"])
+    op.create_index(op.f("ix_findings_kind_resolved_by"), "findings", ["kind", "resolved_by"])
     op.create_index(op.f("ix_events_source_time"), "events", ["source", "time"])
     op.create_index(op.f("ix_dead_letters_received_at"), "dead_letters", ["received_at"])
     op.create_table(
@@ -66,6 +68,11 @@ def upgrade() -> None:
         sa.Column("opened_at", UTCDateTime(), nullable=False),
         sa.Column("since", UTCDateTime(), nullable=False),
         sa.Column("until", UTCDateTime()),
+        sa.Column("legal_entity", sa.String(255)),
+        sa.Column("region", sa.String(255)),
+        sa.Column("service_line", sa.String(255)),
+        sa.Column("value", sa.String(64)),
+        sa.Column("currency", sa.String(3)),
         sa.PrimaryKeyConstraint("flow_id", "seq", name=op.f("pk_stuck_spans")),
     )
     op.create_index(op.f("ix_stuck_spans_until"), "stuck_spans", ["until"])
@@ -91,7 +98,9 @@ def downgrade() -> None:
     op.drop_table("flow_outcomes")
     op.drop_index(op.f("ix_dead_letters_received_at"), table_name="dead_letters")
     op.drop_index(op.f("ix_events_source_time"), table_name="events")
+    op.drop_index(op.f("ix_findings_kind_resolved_by"), table_name="findings")
     op.drop_index(op.f("ix_findings_kind_opened_at"), table_name="findings")
     op.drop_index(op.f("ix_flows_ended_at"), table_name="flows")
     with op.batch_alter_table("flows") as batch:
+        batch.drop_column("duration_us")
         batch.drop_column("ended_at")
