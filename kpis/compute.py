@@ -91,8 +91,6 @@ class KpiInputs:
     revenue: Mapping[tuple[str | None, str], Decimal]
     #: open findings by group, queue and kind (stuck findings included)
     queues: Sequence[QueueStats]
-    #: the groups that have flows as of the instant (with group_by)
-    groups: Sequence[str] = ()
     #: (stage, count) in funnel order, counted by the store
     funnel: Sequence[tuple[str, int]] = ()
     #: (flow_type, stage) -> missed stage deadlines in the window
@@ -254,6 +252,15 @@ def _section(
 # --- further figures ---
 
 
+def _groups(inputs: KpiInputs) -> set[str]:
+    """The groups with something to show: a flow due, completed, open or stuck, money at risk,
+    or an open finding."""
+    found = {g for g, _ in inputs.due} | {g for g, _, _ in inputs.durations}
+    found |= {g for g, _ in inputs.open} | {g for g, _, _ in inputs.stuck}
+    found |= {g for g, _ in inputs.revenue} | {q.group for q in inputs.queues}
+    return {g for g in found if g is not None}
+
+
 def _window(query: KpiQuery) -> dict[str, datetime]:
     return {"start": query.start, "end": query.as_of}
 
@@ -272,7 +279,7 @@ def build(query: KpiQuery, flow_types: Sequence[FlowType], inputs: KpiInputs) ->
     if query.group_by is not None:
         answer["groups"] = {
             group: _section(flow_types, inputs, query.as_of, group, everything=False)
-            for group in sorted(inputs.groups)
+            for group in sorted(_groups(inputs))
         }
     if query.further:
         answer["funnel"] = [{"stage": stage, "count": count} for stage, count in inputs.funnel]

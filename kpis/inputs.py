@@ -262,25 +262,6 @@ def load_open_findings(connection: Connection, query: KpiQuery) -> list[QueueSta
     return _queue_stats(connection.execute(_filtered(statement, query)), query)
 
 
-def load_groups(
-    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
-) -> list[str]:
-    if query.group_by is None:
-        return []
-    column = flows.c[query.group_by]
-    statement = (
-        sa.select(column)
-        .where(flows.c.flow_type.in_(_types(flow_types)), flows.c.t0 <= query.as_of)
-        .distinct()
-    )
-    return sorted(
-        {
-            _group(value, query) or UNKNOWN
-            for (value,) in connection.execute(_filtered(statement, query))
-        }
-    )
-
-
 def load_funnel(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
 ) -> list[tuple[str, int]]:
@@ -511,7 +492,6 @@ def load(
             *load_stuck_findings(connection, flow_types, query),
             *load_open_findings(connection, query),
         ],
-        groups=load_groups(connection, flow_types, query),
         funnel=load_funnel(connection, flow_types, query) if further else (),
         stage_misses=load_stage_misses(connection, flow_types, query) if further else {},
         globals=globals_,
