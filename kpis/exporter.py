@@ -77,19 +77,17 @@ def read_state(connection: Connection, flow_types: Sequence[FlowType], now: date
         )
     ).first()
     last_seq = probe.last_seq if probe is not None else 0
+    stuck, stuck_findings = inputs.load_stuck(connection, flow_types, query)
     lag = connection.execute(
         sa.select(sa.func.count()).select_from(events).where(events.c.seq > last_seq)
     ).scalar_one()
     return StoreState(
         now=now,
         open={t: n for (_, t), n in inputs.load_open(connection, flow_types, query).items()},
-        stuck={
-            (t, stage): n
-            for (_, t, stage), n in inputs.load_stuck(connection, flow_types, query).items()
-        },
+        stuck={(t, stage): n for (_, t, stage), n in stuck.items()},
         revenue={c: v for (_, c), v in inputs.load_revenue(connection, flow_types, query).items()},
         queues=[
-            *inputs.load_stuck_findings(connection, flow_types, query),
+            *stuck_findings,
             *inputs.load_open_findings(connection, query),
         ],
         uncorrelated=inputs.uncorrelated_events(connection, now),

@@ -146,34 +146,78 @@ def _span_group(query: KpiQuery) -> Any:
 
 def load_stuck(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
-) -> dict[tuple[str | None, str, str], int]:
-    """Flows stuck as of the instant, by group, flow type and stuck stage."""
-    group = _span_group(query)
-    statement = (
-        sa.select(group, stuck_spans.c.flow_type, stuck_spans.c.stage, sa.func.count())
-        .where(*_stuck_at(query, flow_types))
-        .group_by(sa.literal_column("grp"), stuck_spans.c.flow_type, stuck_spans.c.stage)
+) -> tuple[dict[tuple[str | None, str, str], int], list[QueueStats]]:
+    """One pass over the stuck spans holding at the instant: the flows stuck by group, flow type
+    and stuck stage; and their stuck findings by group and queue (one per stuck flow, in the
+    queue of its stuck stage, opened at that stage's deadline), less those an operator had
+    resolved by then (the flow stays stuck; its finding leaves the queue)."""
+    resolved = findings.alias("resolved_stuck")
+    joined = stuck_spans.outerjoin(
+        resolved,
+        sa.and_(
+            resolved.c.kind == STUCK,
+            resolved.c.flow_id == stuck_spans.c.flow_id,
+            resolved.c.key == stuck_spans.c.stage,
+            resolved.c.resolved_by.is_not(None),
+            resolved.c.resolved_by != SYSTEM_ACTOR,
+            resolved.c.resolved_at <= query.as_of,
+        ),
     )
-    return {
-        (_group(grp, query), flow_type, stage): int(count)
-        for grp, flow_type, stage, count in connection.execute(
-            _filtered(statement, query, stuck_spans)
+    finding_open = resolved.c.id.is_(None).label("finding_open")
+    statement = (
+        sa.select(
+            _span_group(query),
+            stuck_spans.c.queue,
+            finding_open,
+            stuck_spans.c.flow_type,
+            stuck_spans.c.stage,
+            *_aging_columns(stuck_spans.c.opened_at, query.as_of),
         )
-    }
+        .select_from(joined)
+        .where(*_stuck_at(query, flow_types))
+        .group_by(
+            sa.literal_column("grp"),
+            stuck_spans.c.queue,
+            sa.literal_column("finding_open"),
+            stuck_spans.c.flow_type,
+            stuck_spans.c.stage,
+        )
+    )
+    stuck: dict[tuple[str | None, str, str], int] = defaultdict(int)
+    queues = []
+    for grp, queue, is_open, flow_type, stage, count, oldest, *aging in connection.execute(
+        _filtered(statement, query, stuck_spans)
+    ):
+        group = _group(grp, query)
+        stuck[(group, flow_type, stage)] += int(count)
+        if is_open:
+            buckets = tuple(int(n or 0) for n in aging)
+            queues.append(QueueStats(group, queue, STUCK, int(count), oldest, buckets))
+    return dict(stuck), queues
 
 
 def load_revenue(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
 ) -> dict[tuple[str | None, str], Decimal]:
     """flows.md: stuck onboarding contract values plus stuck milestone amounts, per currency,
-    summed exactly (Decimal, here: never a database's floating sum)."""
-    statement = sa.select(_span_group(query), stuck_spans.c.currency, stuck_spans.c.value).where(
+    summed exactly: by PostgreSQL as NUMERIC, or here as Decimal (never a floating sum)."""
+    conditions = [
         *_stuck_at(query, flow_types),
         stuck_spans.c.flow_type.in_(REVENUE_FLOW_TYPES),
         stuck_spans.c.value.is_not(None),
         stuck_spans.c.currency.is_not(None),
-    )
+    ]
+    group = _span_group(query)
     totals: dict[tuple[str | None, str], Decimal] = defaultdict(Decimal)
+    if connection.dialect.name == "postgresql":
+        amount = sa.func.sum(sa.cast(stuck_spans.c.value, sa.Numeric()))
+        statement = (
+            sa.select(group, stuck_spans.c.currency, amount)
+            .where(*conditions)
+            .group_by(sa.literal_column("grp"), stuck_spans.c.currency)
+        )
+    else:
+        statement = sa.select(group, stuck_spans.c.currency, stuck_spans.c.value).where(*conditions)
     for grp, currency, value in connection.execute(_filtered(statement, query, stuck_spans)):
         totals[(_group(grp, query), currency)] += Decimal(value)
     return dict(totals)
@@ -207,34 +251,6 @@ def _queue_stats(rows: Any, query: KpiQuery) -> list[QueueStats]:
         )
         for grp, queue, kind, count, oldest, *aging in rows
     ]
-
-
-def load_stuck_findings(
-    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
-) -> list[QueueStats]:
-    """The stuck findings open as of the instant: one per stuck flow, in the queue of its stuck
-    stage, opened at that stage's deadline, unless an operator had resolved it by then (the flow
-    stays stuck; its finding leaves the queue)."""
-    resolved = sa.exists().where(
-        findings.c.kind == STUCK,
-        findings.c.flow_id == stuck_spans.c.flow_id,
-        findings.c.key == stuck_spans.c.stage,
-        findings.c.resolved_by.is_not(None),
-        findings.c.resolved_by != SYSTEM_ACTOR,
-        findings.c.resolved_at <= query.as_of,
-    )
-    group = _span_group(query)
-    statement = (
-        sa.select(
-            group,
-            stuck_spans.c.queue,
-            sa.literal(STUCK),
-            *_aging_columns(stuck_spans.c.opened_at, query.as_of),
-        )
-        .where(*_stuck_at(query, flow_types), ~resolved)
-        .group_by(sa.literal_column("grp"), stuck_spans.c.queue)
-    )
-    return _queue_stats(connection.execute(_filtered(statement, query, stuck_spans)), query)
 
 
 def load_open_findings(connection: Connection, query: KpiQuery) -> list[QueueStats]:
@@ -482,16 +498,14 @@ def load(
             else (),
         )
     further = query.further
+    stuck, stuck_findings = load_stuck(connection, flow_types, query)
     return KpiInputs(
         due=load_due(connection, flow_types, query),
         durations=load_durations(connection, flow_types, query),
         open=load_open(connection, flow_types, query),
-        stuck=load_stuck(connection, flow_types, query),
+        stuck=stuck,
         revenue=load_revenue(connection, flow_types, query),
-        queues=[
-            *load_stuck_findings(connection, flow_types, query),
-            *load_open_findings(connection, query),
-        ],
+        queues=[*stuck_findings, *load_open_findings(connection, query)],
         funnel=load_funnel(connection, flow_types, query) if further else (),
         stage_misses=load_stage_misses(connection, flow_types, query) if further else {},
         globals=globals_,

@@ -101,11 +101,16 @@ def _aging(opened: list[datetime], at: datetime) -> tuple[int, ...]:
 
 def _sql(connection: Any, query: KpiQuery) -> dict[str, Any]:
     types = DEFAULT_FLOW_TYPES
-    stuck = inputs.load_stuck(connection, types, query)
-    queues = {
-        q.queue: (q.open, q.oldest, q.aging)
-        for q in inputs.load_stuck_findings(connection, types, query)
-    }
+    stuck, stuck_findings = inputs.load_stuck(connection, types, query)
+    queues: dict[str, tuple[int, datetime, tuple[int, ...]]] = {}
+    for part in stuck_findings:  # one per queue, flow type and stage: merged per queue
+        count, oldest, aging = queues.get(part.queue, (0, part.oldest, (0, 0, 0, 0)))
+        assert part.oldest is not None
+        queues[part.queue] = (
+            count + part.open,
+            min(oldest, part.oldest),
+            tuple(a + b for a, b in zip(aging, part.aging, strict=True)),
+        )
     return {
         "open": {t: n for (_, t), n in inputs.load_open(connection, types, query).items()},
         "stuck": {(t, stage): n for (_, t, stage), n in stuck.items()},
