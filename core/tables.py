@@ -164,7 +164,7 @@ flows = sa.Table(
     sa.Index(None, "flow_type", "completed_at"),
     sa.Index(None, "next_check_at"),
     sa.Index(None, "correlation_id"),
-    sa.Index(None, "ended_at"),
+    sa.Index(None, "ended_at", "t0", "flow_type"),  # covers counting open flows
 )
 
 findings = sa.Table(

@@ -152,18 +152,26 @@ def load_stuck(
     queue of its stuck stage, opened at that stage's deadline), less those an operator had
     resolved by then (the flow stays stuck; its finding leaves the queue)."""
     resolved = findings.alias("resolved_stuck")
-    joined = stuck_spans.outerjoin(
-        resolved,
-        sa.and_(
-            resolved.c.kind == STUCK,
-            resolved.c.flow_id == stuck_spans.c.flow_id,
-            resolved.c.key == stuck_spans.c.stage,
-            resolved.c.resolved_by.is_not(None),
-            resolved.c.resolved_by != SYSTEM_ACTOR,
-            resolved.c.resolved_at <= query.as_of,
-        ),
+    operator_resolved = sa.and_(
+        resolved.c.kind == STUCK,
+        resolved.c.resolved_by.is_not(None),
+        resolved.c.resolved_by != SYSTEM_ACTOR,
+        resolved.c.resolved_at <= query.as_of,
     )
-    finding_open = resolved.c.id.is_(None).label("finding_open")
+    joined: Any = stuck_spans
+    finding_open: Any = sa.true().label("finding_open")
+    # Operators rarely resolve a stuck finding (it resolves by itself): join only when some were
+    any_resolved = connection.execute(sa.select(resolved.c.id).where(operator_resolved).limit(1))
+    if any_resolved.first() is not None:
+        joined = stuck_spans.outerjoin(
+            resolved,
+            sa.and_(
+                operator_resolved,
+                resolved.c.flow_id == stuck_spans.c.flow_id,
+                resolved.c.key == stuck_spans.c.stage,
+            ),
+        )
+        finding_open = resolved.c.id.is_(None).label("finding_open")
     statement = (
         sa.select(
             _span_group(query),

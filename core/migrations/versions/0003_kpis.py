@@ -23,7 +23,9 @@ def upgrade() -> None:
     op.add_column("flows", sa.Column("ended_at", UTCDateTime()))
     op.add_column("flows", sa.Column("duration_us", sa.BigInteger()))
     op.execute("UPDATE flows SET ended_at = COALESCE(completed_at, cancelled_at)")
-    op.create_index(op.f("ix_flows_ended_at"), "flows", ["ended_at"])
+    op.create_index(
+        op.f("ix_flows_ended_at_t0_flow_type"), "flows", ["ended_at", "t0", "flow_type"]
+    )
     op.create_index(op.f("ix_findings_kind_opened_at"), "findings", ["kind", "opened_at"])
     op.create_index(op.f("ix_findings_kind_resolved_by"), "findings", ["kind", "resolved_by"])
     op.create_index(op.f("ix_events_source_time"), "events", ["source", "time"])
@@ -100,7 +102,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_events_source_time"), table_name="events")
     op.drop_index(op.f("ix_findings_kind_resolved_by"), table_name="findings")
     op.drop_index(op.f("ix_findings_kind_opened_at"), table_name="findings")
-    op.drop_index(op.f("ix_flows_ended_at"), table_name="flows")
+    op.drop_index(op.f("ix_flows_ended_at_t0_flow_type"), table_name="flows")
     with op.batch_alter_table("flows") as batch:
         batch.drop_column("duration_us")
         batch.drop_column("ended_at")
