@@ -145,6 +145,7 @@ def record(
     increments: dict[tuple[str, str, str], float] = {}
     exemplars: dict[tuple[str, str], dict[str, Any]] = {}
     inserts: list[dict[str, Any]] = []
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for flow in flows:
         decision = decide(flow, now)
         row = existing.get(flow.flow_id)
@@ -193,9 +194,14 @@ def record(
                     }
                 )
         elif values:
-            connection.execute(
-                flow_outcomes.update().where(flow_outcomes.c.flow_id == flow.flow_id).values(values)
-            )
+            updates.setdefault(tuple(sorted(values)), []).append({"b_id": flow.flow_id, **values})
+    for columns, rows in updates.items():  # one executemany per set of changed columns
+        statement = (
+            flow_outcomes.update()
+            .where(flow_outcomes.c.flow_id == sa.bindparam("b_id"))
+            .values({name: sa.bindparam(name) for name in columns})
+        )
+        connection.execute(statement, rows)
     if inserts:
         connection.execute(flow_outcomes.insert(), inserts)
     _add_totals(connection, increments)
