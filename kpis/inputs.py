@@ -1,7 +1,9 @@
-"""Reading what the KPIs need out of the store, for one instant, window and grouping: counts the
-database can do by index (due and met, windows of event types), the few rows it must hand over
-(flows completed in the window, flows open at the instant, open operator findings) and nothing
-else. The arithmetic is :mod:`kpis.compute`'s."""
+"""Reading what the KPIs need out of the store, for one instant, window and grouping. The database
+counts by index (due and met, open flows, stuck flows and their findings' aging from the stuck
+spans, the funnel and stage misses from the flow stages, windows of event types); only the
+durations of the flows completed in the window and the values at risk come back as rows (exact
+percentiles and Decimal sums are computed here). No flow's facts are decoded. The arithmetic and
+the answer's shape are :mod:`kpis.compute`'s."""
 
 from __future__ import annotations
 
