@@ -321,28 +321,42 @@ def load_funnel(
     rows += [(stage.type, reached.get(i, 0)) for i, stage in enumerate(onboarding.stages)]
     milestone = next((ft for ft in flow_types if ft.name == MILESTONE), None)
     if milestone is not None:
-        correlations = sa.select(flows.c.correlation_id).where(
-            flows.c.flow_type == ONBOARDING, flows.c.t0 > query.start, flows.c.t0 <= query.as_of
-        )
-        started_ids = [value for (value,) in connection.execute(_filtered(correlations, query))]
-        invoiced: set[str] = set()
-        for chunk in _chunks(started_ids):
-            # by correlation ID alone (its index), the rest checked here: a condition on the
-            # flow type and completion would tempt a planner into their wider index
-            rows_of_chunk = connection.execute(
-                sa.select(flows.c.correlation_id, flows.c.flow_type, flows.c.completed_at).where(
-                    flows.c.correlation_id.in_(chunk)
-                )
-            )
-            invoiced.update(
-                correlation
-                for correlation, flow_type, completed_at in rows_of_chunk
-                if flow_type == MILESTONE
-                and completed_at is not None
-                and completed_at <= query.as_of
-            )
-        rows.append((milestone.final.type, sum(1 for c in started_ids if c in invoiced)))
+        rows.append((milestone.final.type, _first_invoices(connection, query)))
     return rows
+
+
+def _first_invoices(connection: Connection, query: KpiQuery) -> int:
+    """How many onboarding flows with T0 in the window have a milestone_billing flow of the same
+    correlation ID complete by the instant. PostgreSQL plans the EXISTS by the correlation ID
+    index; SQLite (without statistics) would walk every completed milestone flow for each one,
+    so there the milestone flows are looked up by correlation ID and checked here."""
+    started = sa.select(flows.c.correlation_id).where(
+        flows.c.flow_type == ONBOARDING, flows.c.t0 > query.start, flows.c.t0 <= query.as_of
+    )
+    started = _filtered(started, query)
+    if connection.dialect.name == "postgresql":
+        billed = flows.alias("billed")
+        invoiced = sa.exists().where(
+            billed.c.correlation_id == flows.c.correlation_id,
+            billed.c.flow_type == MILESTONE,
+            billed.c.completed_at <= query.as_of,
+        )
+        counted = sa.select(sa.func.count()).select_from(started.where(invoiced).subquery())
+        return int(connection.execute(counted).scalar_one())
+    started_ids = [value for (value,) in connection.execute(started)]
+    found: set[str] = set()
+    for chunk in _chunks(started_ids):
+        rows_of_chunk = connection.execute(
+            sa.select(flows.c.correlation_id, flows.c.flow_type, flows.c.completed_at).where(
+                flows.c.correlation_id.in_(chunk)
+            )
+        )
+        found.update(
+            correlation
+            for correlation, flow_type, completed_at in rows_of_chunk
+            if flow_type == MILESTONE and completed_at is not None and completed_at <= query.as_of
+        )
+    return sum(1 for correlation in started_ids if correlation in found)
 
 
 def _chunks(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
