@@ -28,6 +28,7 @@ import random
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -57,6 +58,29 @@ _CURRENCIES = ("EUR", "USD", "GBP", "SGD")
 _HOUR = timedelta(hours=1)
 
 
+@dataclass(frozen=True)
+class Mix:
+    """The shape of a deal. The default is what the probe benchmark measured with; another mix
+    (bench/kpis) gets a cache file of its own through ``name``. A zero rate draws no random
+    number, so the default mix produces the same events as before it existed."""
+
+    name: str = ""
+    #: choices for the number of milestones of a contract
+    milestones: tuple[int, ...] = (1, 1, 2, 2, 2, 3, 3, 4)
+    #: probability of a first amendment, and of each further one after it
+    amendment: float = 0.15
+    more_amendments: float = 0.0
+    currencies: tuple[str, ...] = _CURRENCIES
+    #: share of middleware ``integration.*`` events sent without a correlation ID (they carry no
+    #: contract_id or project_id, so they never resolve: uncorrelated events)
+    uncorrelated: float = 0.0
+    #: average events per deal of this mix, which sets the rate at which deals start
+    events_per_deal: float = EVENTS_PER_DEAL
+
+
+DEFAULT_MIX = Mix()
+
+
 def _money(rng: random.Random, low: int, high: int) -> Decimal:
     return Decimal(rng.randrange(low * 100, high * 100)).scaleb(-2)
 
@@ -68,15 +92,18 @@ def _iso(moment: datetime) -> str:
 class _Deal:
     """One correlation ID and its events, each with its event time."""
 
-    def __init__(self, rng: random.Random, number: int, t0: datetime) -> None:
+    def __init__(
+        self, rng: random.Random, number: int, t0: datetime, mix: Mix = DEFAULT_MIX
+    ) -> None:
         self.rng = rng
+        self.mix = mix
         self.number = number
         self.t0 = t0
         self.correlation = f"Q2C-{number:07d}-{rng.getrandbits(24):06X}"
         self.contract = f"CTR-{number:07d}"
         self.project = f"PRJ-{number:07d}"
         self.customer = f"CUST-{rng.randrange(20_000):05d}"
-        self.currency = rng.choice(_CURRENCIES)
+        self.currency = rng.choice(mix.currencies)
         self.clm = rng.choice(_CLM)
         self.erp = rng.choice(_ERP)
         self.middleware = rng.choice(_MIDDLEWARE)
@@ -84,7 +111,14 @@ class _Deal:
         self.count = 0
 
     def emit(
-        self, source: str, type_: str, at: datetime, data: dict[str, Any], *, drop: bool = True
+        self,
+        source: str,
+        type_: str,
+        at: datetime,
+        data: dict[str, Any],
+        *,
+        drop: bool = True,
+        orphan: bool = False,
     ) -> None:
         rng = self.rng
         self.count += 1
@@ -96,7 +130,7 @@ class _Deal:
             "data": data,
         }
         keyed = "contract_id" in data or "project_id" in data
-        if not (drop and keyed and rng.random() < 0.1):
+        if not (orphan or (drop and keyed and rng.random() < 0.1)):
             event["correlationid"] = self.correlation
         if rng.random() < 0.2:
             event["traceparent"] = f"00-{rng.getrandbits(128):032x}-{rng.getrandbits(64):016x}-01"
@@ -112,7 +146,9 @@ class _Deal:
 
         def emit(type_: str, when: datetime, **extra: Any) -> None:
             data = {"step": step, "execution_id": f"EX-{rng.getrandbits(32):08x}", **scope, **extra}
-            self.emit(self.middleware, type_, when, data, drop=False)
+            rate = self.mix.uncorrelated
+            orphan = bool(rate) and rng.random() < rate
+            self.emit(self.middleware, type_, when, data, drop=False, orphan=orphan)
 
         if missing:
             roll = rng.random()
@@ -133,6 +169,11 @@ class _Deal:
             )
             emit("integration.succeeded", at - timedelta(seconds=rng.randrange(1, 90)))
 
+    def _amends(self, count: int) -> bool:
+        """Whether the deal gets an amendment after ``count`` of them."""
+        rate = self.mix.amendment if count == 0 else self.mix.more_amendments
+        return bool(rate) and self.rng.random() < rate
+
     def stage(self, base: float, late: float, missing: float, deadline_h: int) -> datetime | None:
         """When a stage is reached (None: never): usually well in time, sometimes after its
         deadline from T0."""
@@ -151,7 +192,7 @@ class _Deal:
         t0 = self.t0
         milestones = [
             (f"{self.contract}-M{i + 1}", _money(rng, 5_000, 300_000))
-            for i in range(rng.choice((1, 1, 2, 2, 2, 3, 3, 4)))
+            for i in range(rng.choice(self.mix.milestones))
         ]
         contract: dict[str, Any] = {
             "contract_id": self.contract,
@@ -230,8 +271,10 @@ class _Deal:
             self.emit(self.clm, "contract.terminated", terminated, {"contract_id": self.contract})
             return self.out
 
-        if rng.random() < 0.15:
-            amendment = f"AMD-{self.number:07d}"
+        amendments = 0
+        while self._amends(amendments):
+            amendments += 1
+            amendment = f"AMD-{self.number:07d}" + (f"-{amendments}" if amendments > 1 else "")
             amended = t0 + timedelta(days=rng.uniform(5, 120))
             self.emit(
                 self.clm,
@@ -300,17 +343,19 @@ def _arrival(rng: random.Random, at: datetime) -> datetime:
     return at + timedelta(seconds=rng.uniform(1, 300))
 
 
-def deals(events: int, seed: int) -> Iterator[list[tuple[datetime, dict[str, Any]]]]:
+def deals(
+    events: int, seed: int, mix: Mix = DEFAULT_MIX
+) -> Iterator[list[tuple[datetime, dict[str, Any]]]]:
     """Deals at a steady rate over a year, and on for ``TAIL`` after it."""
     rng = random.Random(seed)
-    step = HISTORY / (events / EVENTS_PER_DEAL)
+    step = HISTORY / (events / mix.events_per_deal)
     end = START + HISTORY + TAIL
     number = 0
     while True:
         t0 = START + step * number + timedelta(seconds=rng.uniform(0, step.total_seconds()))
         if t0 > end:
             return
-        yield _Deal(rng, number, t0).build()
+        yield _Deal(rng, number, t0, mix).build()
         number += 1
 
 
@@ -318,13 +363,13 @@ def _epoch_us(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
-def write(path: Path, *, events: int, seed: int) -> dict[str, int]:
+def write(path: Path, *, events: int, seed: int, mix: Mix = DEFAULT_MIX) -> dict[str, int]:
     """Write the sorted event file (all deals, the store's N events and what comes after)."""
     rng = random.Random(seed + 1)
     counts = {"deals": 0, "events": 0}
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as raw:
-        for deal in deals(events, seed):
+        for deal in deals(events, seed, mix):
             counts["deals"] += 1
             for at, event in deal:
                 counts["events"] += 1
@@ -342,10 +387,11 @@ def write(path: Path, *, events: int, seed: int) -> dict[str, int]:
     return counts
 
 
-def cached(directory: Path, *, events: int, seed: int) -> Path:
-    path = directory / f"events-{events}-{seed}-v{GENERATOR_VERSION}.tsv"
+def cached(directory: Path, *, events: int, seed: int, mix: Mix = DEFAULT_MIX) -> Path:
+    named = f"-{mix.name}" if mix.name else ""
+    path = directory / f"events-{events}-{seed}{named}-v{GENERATOR_VERSION}.tsv"
     if not path.exists():
-        write(path, events=events, seed=seed)
+        write(path, events=events, seed=seed, mix=mix)
     return path
 
 
