@@ -158,6 +158,7 @@ flows = sa.Table(
     sa.Column("value", sa.String(64)),  # exact decimal text
     sa.Column("currency", sa.String(3)),
     sa.Column("facts", json_type(), nullable=False),  # stages, integration marks, trace links
+    sa.Column("facts_hash", sa.String(32)),  # probes.facts_codec.facts_hash: skip unchanged flows
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Index(None, "flow_type", "t0"),
     sa.Index(None, "flow_type", "deadline_at"),

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from probes.evaluate import FlowFacts, IntegrationMark, StageFacts
 
@@ -44,8 +47,21 @@ def facts_json(facts: FlowFacts) -> dict[str, Any]:
     }
 
 
+#: Columns of a flow row that are not its facts (they change with the instant of evaluation).
+_NOT_FACTS = frozenset({"next_check_at", "updated_at", "facts_hash"})
+
+
+def facts_hash(row: dict[str, Any]) -> str:
+    """A digest of what the events say about a flow (its row less the evaluation instant): equal
+    digests, equal facts, so the probes skip rewriting a flow that did not change."""
+    content = {key: value for key, value in row.items() if key not in _NOT_FACTS}
+    return hashlib.blake2b(
+        orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).hexdigest()
+
+
 def flow_row(facts: FlowFacts, *, next_check_at: datetime | None, now: datetime) -> dict[str, Any]:
-    return {
+    row = {
         "flow_id": facts.flow_id,
         "flow_type": facts.flow_type,
         "correlation_id": facts.correlation_id,
@@ -65,6 +81,8 @@ def flow_row(facts: FlowFacts, *, next_check_at: datetime | None, now: datetime)
         "facts": facts_json(facts),
         "updated_at": now,
     }
+    row["facts_hash"] = facts_hash(row)
+    return row
 
 
 def facts_from_row(row: Any) -> FlowFacts:

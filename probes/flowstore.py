@@ -167,26 +167,36 @@ def save_groups(
     correlation_ids: Sequence[str],
     results: Mapping[str, GroupResult],
     now: datetime,
-) -> list[FlowFacts]:
+) -> tuple[list[FlowFacts], list[FlowFacts]]:
     """Write the flows and findings of these correlation IDs; remove flows that no longer exist.
-    Returns the flows written."""
-    existing = {
-        row.flow_id
+    Returns every flow evaluated, and those whose facts changed (only these are rewritten, with
+    their stages and stuck spans: an event for one milestone leaves its contract's other flows
+    as they were)."""
+    stored = {
+        row.flow_id: row.facts_hash
         for row in connection.execute(
-            sa.select(flows.c.flow_id).where(flows.c.correlation_id.in_(correlation_ids))
+            sa.select(flows.c.flow_id, flows.c.facts_hash).where(
+                flows.c.correlation_id.in_(correlation_ids)
+            )
         )
     }
     all_flows = [flow for result in results.values() for flow in result.flows]
     current = {flow.flow_id for flow in all_flows}
-    stale = existing - current
+    stale = set(stored) - current
     if stale:
         connection.execute(flows.delete().where(flows.c.flow_id.in_(stale)))
         _delete_derived(connection, stale)
-    if all_flows:
-        upsert_flows(connection, all_flows, now)
+    rows = [flow_row(f, next_check_at=_next_check(f, now), now=now) for f in all_flows]
+    changed = [
+        (flow, row)
+        for flow, row in zip(all_flows, rows, strict=True)
+        if stored.get(flow.flow_id) != row["facts_hash"]
+    ]
+    if changed:
+        _write_flows(connection, [flow for flow, _ in changed], [row for _, row in changed])
     desired = [finding for result in results.values() for finding in result.findings]
     sync_findings(connection, all_flows, desired, now, gone=stale)
-    return all_flows
+    return all_flows, [flow for flow, _ in changed]
 
 
 def _next_check(flow: FlowFacts, now: datetime) -> datetime | None:
@@ -208,8 +218,10 @@ def _next_check(flow: FlowFacts, now: datetime) -> datetime | None:
     return min(ahead) if ahead else None
 
 
-def upsert_flows(connection: Connection, facts: Sequence[FlowFacts], now: datetime) -> None:
-    rows = [flow_row(f, next_check_at=_next_check(f, now), now=now) for f in facts]
+def _write_flows(
+    connection: Connection, facts: Sequence[FlowFacts], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Upsert the flow rows and rewrite their stages and stuck spans."""
     insert = _insert(connection, flows)
     columns = {name: insert.excluded[name] for name in rows[0] if name != "flow_id"}
     connection.execute(insert.on_conflict_do_update(index_elements=["flow_id"], set_=columns), rows)

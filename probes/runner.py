@@ -88,9 +88,10 @@ def run_cycle(
             affected -= flowstore.correlations_with_events_after(connection, new_last, affected)
         buckets = outcomes.duration_buckets(flow_types)
         outcomes.ensure_buckets(connection, buckets)
-        evaluated = _evaluate(connection, flow_types, affected, now)
-        swept = flowstore.sweep_due(connection, now, exclude={f.flow_id for f in evaluated})
-        outcomes.record(connection, [*evaluated, *swept], now, buckets=buckets, traces=traces)
+        changed = _evaluate(connection, flow_types, affected, now)
+        # flows whose facts did not change were not rewritten: the sweep looks at them as usual
+        swept = flowstore.sweep_due(connection, now, exclude={f.flow_id for f in changed})
+        outcomes.record(connection, [*changed, *swept], now, buckets=buckets, traces=traces)
         connection.execute(
             probe_state.update()
             .where(probe_state.c.name == STATE_NAME)
@@ -180,7 +181,7 @@ def _correlate(connection: Connection, new: Sequence[Any], last_seq: int) -> set
 def _evaluate(
     connection: Connection, flow_types: Sequence[FlowType], affected: set[str], now: datetime
 ) -> list[FlowFacts]:
-    """Re-evaluate every flow of the affected correlation IDs; return them."""
+    """Re-evaluate every flow of the affected correlation IDs; return those whose facts changed."""
     evaluated: list[FlowFacts] = []
     ordered = sorted(affected)
     for start in range(0, len(ordered), _CHUNK):
@@ -190,5 +191,5 @@ def _evaluate(
             correlation: evaluate_group(correlation, group, flow_types)
             for correlation, group in by_correlation.items()
         }
-        evaluated += flowstore.save_groups(connection, chunk, results, now)
+        evaluated += flowstore.save_groups(connection, chunk, results, now)[1]
     return evaluated

@@ -22,6 +22,7 @@ _json = sa.JSON().with_variant(JSONB(), "postgresql")
 def upgrade() -> None:
     op.add_column("flows", sa.Column("ended_at", UTCDateTime()))
     op.add_column("flows", sa.Column("duration_us", sa.BigInteger()))
+    op.add_column("flows", sa.Column("facts_hash", sa.String(32)))
     op.execute("UPDATE flows SET ended_at = COALESCE(completed_at, cancelled_at)")
     op.create_index(
         op.f("ix_flows_ended_at_t0_flow_type"), "flows", ["ended_at", "t0", "flow_type"]
@@ -104,5 +105,6 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_findings_kind_opened_at"), table_name="findings")
     op.drop_index(op.f("ix_flows_ended_at_t0_flow_type"), table_name="flows")
     with op.batch_alter_table("flows") as batch:
+        batch.drop_column("facts_hash")
         batch.drop_column("duration_us")
         batch.drop_column("ended_at")
