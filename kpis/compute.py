@@ -46,9 +46,6 @@ class KpiQuery:
     def filtered(self) -> bool:
         return bool(self.filters)
 
-    def in_window(self, instant: datetime) -> bool:
-        return self.start < instant <= self.as_of
-
 
 @dataclass(frozen=True)
 class QueueStats:
@@ -159,15 +156,14 @@ def exceptions_summary(
     """Per queue: open findings, the oldest one's age and the aging buckets. Every queue
     appears, with zeros when empty."""
     names = [name for name, _ in AGING_BUCKETS]
-    summary: dict[str, Any] = {
-        queue: {"open": 0, "oldest_age_seconds": None, "aging": dict.fromkeys(names, 0)}
-        for queue in queues
-    }
+
+    def empty() -> dict[str, Any]:
+        return {"open": 0, "oldest_age_seconds": None, "aging": dict.fromkeys(names, 0)}
+
+    summary: dict[str, Any] = {queue: empty() for queue in queues}
     oldest: dict[str, datetime] = {}
     for part in stats:
-        entry = summary.setdefault(
-            part.queue, {"open": 0, "oldest_age_seconds": None, "aging": dict.fromkeys(names, 0)}
-        )
+        entry = summary.setdefault(part.queue, empty())
         entry["open"] += part.open
         for name, count in zip(names, part.aging, strict=True):
             entry["aging"][name] += count
