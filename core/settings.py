@@ -149,6 +149,31 @@ class MetricsSettings(BaseModel):
     exemplars: bool = True
 
 
+class SloSettings(BaseModel):
+    """The propagation SLO per flow type, exposed as gauges for the shipped alert rules
+    (docs/alerts.md): the share of decided flows that must meet their deadline over 30 days, and
+    the minimum-volume guard of the burn-rate alerts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: flow type -> objective, strictly between 0 and 1; other flow types get the default
+    objectives: dict[str, float] = Field(default_factory=dict)
+    default_objective: float = Field(default=0.95, gt=0, lt=1)
+    #: no burn-rate alert while fewer flows of the type were decided in the long window
+    min_decided_flows: int = Field(default=10, ge=0)
+
+    @field_validator("objectives")
+    @classmethod
+    def _between_0_and_1(cls, value: dict[str, float]) -> dict[str, float]:
+        for flow_type, objective in value.items():
+            if not 0 < objective < 1:
+                raise ValueError(
+                    f"the objective of {flow_type} must be between 0 and 1 (exclusive), "
+                    f"such as 0.95; got {objective}"
+                )
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -173,6 +198,7 @@ class Settings(BaseSettings):
     #: source systems by their event ``source``, with their silence thresholds
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    slo: SloSettings = Field(default_factory=SloSettings)
 
     @field_validator("log_level")
     @classmethod

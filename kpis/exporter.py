@@ -6,7 +6,7 @@ duration histogram are running totals kept by the probe runner (probes.outcomes)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -30,8 +30,10 @@ from starlette.concurrency import run_in_threadpool
 from core import deadletters
 from core.apikeys import Principal
 from core.db import Database
+from core.errors import ConfigError
 from core.instruments import MAX_SOURCES
 from core.roles import READERS
+from core.settings import SloSettings, SourceSettings
 from core.tables import events, metric_totals, probe_state
 from core.web import Clock, require_if
 from kpis import compute, inputs
@@ -49,6 +51,8 @@ from probes.runner import STATE_NAME
 
 DEADLINE_OUTCOMES = ("met", "missed")
 FINDING_KINDS = ("stuck", *OPERATOR_KINDS)
+#: The queue of the stuck stages that wait on an integration failure (automatic replays).
+INTEGRATION_QUEUE = "integration_oncall"
 #: OpenMetrics caps an exemplar's label names and values at 128 characters in all.
 EXEMPLAR_RUNES = 128
 
@@ -58,6 +62,7 @@ class StoreState:
     now: datetime
     open: dict[str, int]  # by flow type
     stuck: dict[tuple[str, str], int]  # (flow type, stage)
+    stuck_on_integration: dict[tuple[str, str], int]  # (flow type, stage), integration_oncall
     revenue: dict[str, Decimal]  # by currency
     queues: list[QueueStats]  # open findings by queue and kind
     uncorrelated: int
@@ -68,8 +73,14 @@ class StoreState:
     source_last_event: dict[str, datetime]
 
 
-def read_state(connection: Connection, flow_types: Sequence[FlowType], now: datetime) -> StoreState:
-    """The state metrics as of ``now``, by the KPI code of /v1/kpis (kpis.inputs)."""
+def read_state(
+    connection: Connection,
+    flow_types: Sequence[FlowType],
+    now: datetime,
+    sources: Sequence[str] = (),
+) -> StoreState:
+    """The state metrics as of ``now``, by the KPI code of /v1/kpis (kpis.inputs); ``sources``
+    are the configured sources, whose newest event is read even beyond MAX_SOURCES."""
     query = KpiQuery(as_of=now, start=now, further=False)
     probe = connection.execute(
         sa.select(probe_state.c.last_seq, probe_state.c.last_cycle_at).where(
@@ -85,6 +96,9 @@ def read_state(connection: Connection, flow_types: Sequence[FlowType], now: date
         now=now,
         open={t: n for (_, t), n in inputs.load_open(connection, flow_types, query).items()},
         stuck={(t, stage): n for (_, t, stage), n in stuck.items()},
+        stuck_on_integration=inputs.load_stuck_in_queue(
+            connection, flow_types, query, INTEGRATION_QUEUE
+        ),
         revenue={c: v for (_, c), v in inputs.load_revenue(connection, flow_types, query).items()},
         queues=[
             *stuck_findings,
@@ -95,7 +109,7 @@ def read_state(connection: Connection, flow_types: Sequence[FlowType], now: date
         totals=list(connection.execute(sa.select(metric_totals))),
         last_cycle_at=probe.last_cycle_at if probe is not None else None,
         probe_lag=int(lag),
-        source_last_event=source_last_events(connection),
+        source_last_event=source_last_events(connection, sources),
     )
 
 
@@ -114,9 +128,13 @@ _SOURCES = sa.text(
 )
 
 
-def source_last_events(connection: Connection) -> dict[str, datetime]:
-    """The event time of the newest event of each source (at most MAX_SOURCES sources)."""
+def source_last_events(
+    connection: Connection, configured: Sequence[str] = ()
+) -> dict[str, datetime]:
+    """The event time of the newest event of each source (at most MAX_SOURCES sources found by
+    the scan, plus the configured sources that sent any event)."""
     sources = [row.source for row in connection.execute(_SOURCES, {"limit": MAX_SOURCES})]
+    sources += [source for source in configured if source not in sources]
     result: dict[str, datetime] = {}
     for source in sources:
         newest = connection.execute(
@@ -140,9 +158,15 @@ def _exemplar(blob: Any) -> Exemplar | None:
 
 
 def families(
-    state: StoreState, flow_types: Sequence[FlowType], *, exemplars: bool
+    state: StoreState,
+    flow_types: Sequence[FlowType],
+    *,
+    exemplars: bool,
+    slo: SloSettings | None = None,
+    source_settings: Mapping[str, SourceSettings] | None = None,
 ) -> Iterator[Metric]:
-    """The store's metrics families of metrics.md, from one snapshot."""
+    """The store's metrics families of metrics.md, from one snapshot, and the settings that the
+    shipped alert rules compare them with (``slo``, the sources' ``silent_after``)."""
     names = [flow_type.name for flow_type in flow_types]
     opened = GaugeMetricFamily(
         "syncwatch_flows_open", "Open flows now (stuck ones included)", labels=["flow_type"]
@@ -158,6 +182,16 @@ def families(
             stuck.add_metric([flow_type.name, stage], count)
     yield opened
     yield stuck
+    on_integration = GaugeMetricFamily(
+        "syncwatch_flows_stuck_on_integration_failure",
+        "Stuck flows now whose stuck stage waits in the integration_oncall queue",
+        labels=["flow_type", "stage"],
+    )
+    for flow_type in flow_types:
+        for stage in flow_type.stages:
+            count = state.stuck_on_integration.get((flow_type.name, stage.type), 0)
+            on_integration.add_metric([flow_type.name, stage.type], count)
+    yield on_integration
 
     risk = GaugeMetricFamily(
         "syncwatch_revenue_at_risk",
@@ -211,6 +245,7 @@ def families(
     yield letters
 
     yield from _totals(state, flow_types, names, exemplars=exemplars)
+    yield from _settings(names, slo or SloSettings(), source_settings or {})
 
     replays = CounterMetricFamily("syncwatch_replays", "Replays by outcome", labels=["outcome"])
     for outcome in REPLAY_OUTCOMES:
@@ -229,6 +264,35 @@ def families(
         "Ingested events the probes have not processed yet",
         value=state.probe_lag,
     )
+
+
+def _settings(
+    names: Sequence[str], slo: SloSettings, sources: Mapping[str, SourceSettings]
+) -> Iterator[Metric]:
+    """The configured objectives and thresholds (docs/alerts.md): the same on every replica
+    that runs the same configuration."""
+    objective = GaugeMetricFamily(
+        "syncwatch_slo_objective",
+        "Share of decided flows that must meet their deadline over 30 days (configuration)",
+        labels=["flow_type"],
+    )
+    for name in names:
+        objective.add_metric([name], slo.objectives.get(name, slo.default_objective))
+    yield objective
+    yield GaugeMetricFamily(
+        "syncwatch_slo_min_decided_flows",
+        "Decided flows a burn-rate alert's long window needs (configuration)",
+        value=slo.min_decided_flows,
+    )
+    silent = GaugeMetricFamily(
+        "syncwatch_source_silent_after_seconds",
+        "No event for longer than this makes the source silent (configuration)",
+        labels=["source"],
+    )
+    for source, settings in sorted(sources.items()):
+        if settings.silent_after is not None:
+            silent.add_metric([source], settings.silent_after.total_seconds())
+    yield silent
 
 
 def _totals(
@@ -285,16 +349,32 @@ class StoreCollector(Collector):
         clock: Clock,
         *,
         exemplars: bool = True,
+        slo: SloSettings | None = None,
+        sources: Mapping[str, SourceSettings] | None = None,
     ) -> None:
         self._database = database
         self._flow_types = tuple(flow_types)
         self._clock = clock
         self._exemplars = exemplars
+        self._slo = slo or SloSettings()
+        self._sources = dict(sources or {})
+        unknown = set(self._slo.objectives) - {flow_type.name for flow_type in self._flow_types}
+        if unknown:
+            raise ConfigError(
+                f"slo.objectives: unknown flow types {sorted(unknown)} (configured: "
+                f"{[flow_type.name for flow_type in self._flow_types]})"
+            )
 
     def collect(self) -> Iterator[Metric]:
         with self._database.snapshot() as connection:
-            state = read_state(connection, self._flow_types, self._clock())
-        yield from families(state, self._flow_types, exemplars=self._exemplars)
+            state = read_state(connection, self._flow_types, self._clock(), list(self._sources))
+        yield from families(
+            state,
+            self._flow_types,
+            exemplars=self._exemplars,
+            slo=self._slo,
+            source_settings=self._sources,
+        )
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # no scrape at registration time

@@ -206,6 +206,21 @@ def load_stuck(
     return dict(stuck), queues
 
 
+def load_stuck_in_queue(
+    connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery, queue: str
+) -> dict[tuple[str, str], int]:
+    """The flows stuck at the instant whose stuck stage is in ``queue`` (for integration_oncall:
+    stuck on an integration failure), by flow type and stuck stage. Findings that an operator
+    resolved do not matter here: the flow is stuck there all the same."""
+    statement = (
+        sa.select(stuck_spans.c.flow_type, stuck_spans.c.stage, sa.func.count())
+        .where(*_stuck_at(query, flow_types), stuck_spans.c.queue == queue)
+        .group_by(stuck_spans.c.flow_type, stuck_spans.c.stage)
+    )
+    rows = connection.execute(statement)
+    return {(flow_type, stage): int(count) for flow_type, stage, count in rows}
+
+
 def load_revenue(
     connection: Connection, flow_types: Sequence[FlowType], query: KpiQuery
 ) -> dict[tuple[str | None, str], Decimal]:

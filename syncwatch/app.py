@@ -68,7 +68,14 @@ def create_app(
     registry = CollectorRegistry()
     instruments = Instruments(registry, sources=settings.sources)
     registry.register(
-        StoreCollector(database, flow_types, clock, exemplars=settings.metrics.exemplars)
+        StoreCollector(
+            database,
+            flow_types,
+            clock,
+            exemplars=settings.metrics.exemplars,
+            slo=settings.slo,
+            sources=settings.sources,
+        )
     )
 
     @asynccontextmanager

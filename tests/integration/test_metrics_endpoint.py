@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.db import Database
+from core.errors import ConfigError
 from core.settings import load_settings
 from probes.flowtypes import DEFAULT_FLOW_TYPES, configured_flow_types
 from probes.outcomes import duration_buckets
@@ -47,6 +48,11 @@ CONTRACT = {
     "syncwatch_probe_last_success_timestamp_seconds": set(),
     "syncwatch_probe_lag_events": set(),
     "syncwatch_probe_cycle_duration_seconds_bucket": {"le"},
+    # gained by syncwatch (docs/metrics.md): the alert rules' settings, and exact auto-replays
+    "syncwatch_slo_objective": {"flow_type"},
+    "syncwatch_slo_min_decided_flows": set(),
+    "syncwatch_source_silent_after_seconds": {"source"},
+    "syncwatch_flows_stuck_on_integration_failure": {"flow_type", "stage"},
 }
 
 
@@ -97,9 +103,34 @@ def value(found: dict[Any, float], name: str, **labels: str) -> float:
     return found[(name, frozenset(labels.items()))]
 
 
+@pytest.fixture
+def configured(tmp_path: Path, database_url: str, database: Database) -> Iterator[TestClient]:
+    """A client whose settings configure the SLO and the sources."""
+    settings = load_settings(
+        {
+            "data_dir": tmp_path,
+            "database_url": database_url,
+            "slo": {
+                "objectives": {"milestone_billing": 0.99},
+                "default_objective": 0.9,
+                "min_decided_flows": 20,
+            },
+            "sources": {
+                "clm/ironclad": {"silent_after": "6h"},
+                "crm/never": {"silent_after": "1h"},
+                "erp/netsuite": {},
+            },
+        }
+    )
+    app = create_app(settings, database, clock=lambda: T0 + timedelta(days=30))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
 def test_every_metric_of_the_contract_is_exposed_with_its_labels(
-    client: TestClient, keys: dict[str, str], database: Database
+    configured: TestClient, keys: dict[str, str], database: Database
 ) -> None:
+    client = configured
     post(client, keys, onboarding("M-1", ALL_STAGES) + onboarding("M-2", {}))
     post(client, keys, [{"not": "an event"}])  # a dead letter
     run_until_idle(database, DEFAULT_FLOW_TYPES, now=T0 + timedelta(days=30))
@@ -317,3 +348,93 @@ def test_probe_lag_and_last_success(
     found = samples(client.get("/metrics").text)
     assert value(found, "syncwatch_probe_lag_events") == 0
     assert value(found, "syncwatch_probe_last_success_timestamp_seconds") == cycle_at.timestamp()
+
+
+def test_slo_settings_are_exposed_for_every_flow_type(configured: TestClient) -> None:
+    found = samples(configured.get("/metrics").text)
+    objectives = {
+        dict(labels)["flow_type"]: number
+        for (name, labels), number in found.items()
+        if name == "syncwatch_slo_objective"
+    }
+    assert objectives == {
+        "contract_onboarding": 0.9,
+        "amendment_propagation": 0.9,
+        "milestone_billing": 0.99,
+    }
+    assert value(found, "syncwatch_slo_min_decided_flows") == 20
+
+
+def test_slo_defaults_and_bad_objectives(
+    client: TestClient, tmp_path: Path, database_url: str, database: Database
+) -> None:
+    found = samples(client.get("/metrics").text)
+    assert value(found, "syncwatch_slo_objective", flow_type="milestone_billing") == 0.95
+    assert value(found, "syncwatch_slo_min_decided_flows") == 10
+    base = {"data_dir": tmp_path, "database_url": database_url}
+    for objective in (0, 1, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=r"slo\.objectives"):
+            load_settings({**base, "slo": {"objectives": {"milestone_billing": objective}}})
+    with pytest.raises(ConfigError, match=r"slo\.default_objective"):
+        load_settings({**base, "slo": {"default_objective": 1}})
+    with pytest.raises(ConfigError, match=r"slo\.surprise"):
+        load_settings({**base, "slo": {"surprise": 1}})
+    unknown = load_settings({**base, "slo": {"objectives": {"renewal": 0.99}}})
+    with pytest.raises(ConfigError, match="renewal"):
+        create_app(unknown, database)
+
+
+def test_silence_thresholds_of_configured_sources(
+    configured: TestClient, keys: dict[str, str], database: Database
+) -> None:
+    post(configured, keys, onboarding("Q-1", {}))  # contract.signed from clm/ironclad
+    found = samples(configured.get("/metrics").text)
+    thresholds = {
+        dict(labels)["source"]: number
+        for (name, labels), number in found.items()
+        if name == "syncwatch_source_silent_after_seconds"
+    }
+    # erp/netsuite has no silent_after: never silent, no threshold
+    assert thresholds == {"clm/ironclad": 6 * 3600.0, "crm/never": 3600.0}
+    newest = {
+        dict(labels)["source"]: number
+        for (name, labels), number in found.items()
+        if name == "syncwatch_source_last_event_timestamp_seconds"
+    }
+    # a configured source that never sent an event has no newest-event series (the rules alert
+    # on its threshold without one), rather than a 0
+    assert newest == {"clm/ironclad": T0.timestamp()}
+
+
+def test_flows_stuck_on_an_integration_failure(
+    client: TestClient, keys: dict[str, str], database: Database
+) -> None:
+    # I-1 fails in the middleware on project.created; I-2 just never gets its customer synced
+    failed = make_event(
+        "integration.failed",
+        time=at(1.5),
+        correlationid="I-1",
+        data={"step": "project.created", "execution_id": "EX-9", "error": "timeout"},
+    )
+    post(client, keys, [*onboarding("I-1", {"customer.synced": 1}), failed])
+    post(client, keys, onboarding("I-2", {}))
+    run_until_idle(database, DEFAULT_FLOW_TYPES, now=T0 + timedelta(days=30))
+    found = samples(client.get("/metrics").text)
+    name = "syncwatch_flows_stuck_on_integration_failure"
+    on_integration = {
+        (dict(labels)["flow_type"], dict(labels)["stage"]): number
+        for (metric, labels), number in found.items()
+        if metric == name
+    }
+    # every stage of every flow type, zeros included
+    assert set(on_integration) == {
+        (flow_type.name, stage.type)
+        for flow_type in DEFAULT_FLOW_TYPES
+        for stage in flow_type.stages
+    }
+    assert on_integration[("contract_onboarding", "project.created")] == 1
+    assert sum(on_integration.values()) == 1
+    stuck = "syncwatch_flows_stuck"
+    assert value(found, stuck, flow_type="contract_onboarding", stage="customer.synced") == 1
+    assert value(found, stuck, flow_type="contract_onboarding", stage="project.created") == 1
+    assert value(found, "syncwatch_findings_open", queue="integration_oncall", kind="stuck") == 1
