@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from core.durations import parse_duration
 from core.errors import ConfigError
+from core.replay_settings import ReplaySettings
 
 ENV_PREFIX = "SYNCWATCH_"
 
@@ -199,6 +200,8 @@ class Settings(BaseSettings):
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     slo: SloSettings = Field(default_factory=SloSettings)
+    #: replay targets per middleware source, guardrail limits, retries, follow-up, auto-replays
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
     @field_validator("log_level")
     @classmethod

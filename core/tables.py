@@ -276,3 +276,63 @@ metric_totals = sa.Table(
     sa.Column("value", sa.Float(), nullable=False, server_default="0"),
     sa.Column("exemplar", json_type()),  # the latest observation in a bucket
 )
+
+# --- replays and the Alertmanager receiver (migration 0004) ---
+
+replays = sa.Table(
+    "replays",
+    metadata,
+    # One row per replay asked for, refused ones included (api.md, Replay; docs/replays.md).
+    # outcome: refused | sending | sent | failed | effective | ineffective. A row in ``sending``
+    # is being sent; after a crash it stays so and is never sent again by itself.
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("flow_id", sa.String(700), nullable=False),
+    sa.Column("flow_type", sa.String(100)),
+    sa.Column("correlation_id", sa.String(255)),
+    sa.Column("stage", sa.String(100)),  # the stuck stage when asked
+    sa.Column("source", sa.String(255)),  # the middleware source of the failure event
+    sa.Column("execution_id", sa.String(255)),
+    sa.Column("failure_event_id", sa.String(255)),
+    sa.Column("trigger", sa.String(20), nullable=False),  # api | cli | alert
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("forced", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("idempotency_key", sa.String(255), unique=True),
+    sa.Column("alert_delivery_id", sa.BigInteger()),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("refusal", sa.String(50)),  # the guardrail's code when refused
+    sa.Column("message", sa.Text()),  # why refused or failed
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),  # refused, sent or failed at
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("request", json_type()),  # what was sent, credentials redacted
+    sa.Column("response", json_type()),  # the last answer: status and an excerpt
+    sa.Column("follow_up_until", UTCDateTime()),
+    sa.Column("concluded_at", UTCDateTime()),  # effective or ineffective at
+    sa.Column("stage_reached_at", UTCDateTime()),
+    sa.Index(None, "flow_id", "requested_at"),
+    sa.Index(None, "requested_at"),
+    sa.Index(None, "outcome"),
+)
+
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    # One row per alert (fingerprint and start time) that Alertmanager delivered: the same alert
+    # delivered again finds its row and does nothing more. state: pending | working | done |
+    # ignored (not an automatic-replay alert, or resolved).
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("starts_at", UTCDateTime(), nullable=False),
+    sa.Column("alertname", sa.String(255)),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("labels", json_type(), nullable=False),
+    sa.Column("received_by", sa.String(255), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("claimed_at", UTCDateTime()),
+    sa.Column("processed_at", UTCDateTime()),
+    sa.Column("result", json_type()),
+    sa.UniqueConstraint("fingerprint", "starts_at"),
+    sa.Index(None, "state"),
+)

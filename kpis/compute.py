@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any
 
+from core.replaystore import OUTCOMES as REPLAY_OUTCOMES
 from probes.exceptions import AGING_BUCKETS
 from probes.flowtypes import QUEUES, FlowType
 
@@ -28,7 +29,6 @@ OPERATOR_KINDS = (
     "contract_data_incomplete",
     "unreported_record",
 )
-REPLAY_OUTCOMES = ("sent", "refused", "failed", "effective", "ineffective")
 PERCENTILES = (("p50", Fraction(1, 2)), ("p90", Fraction(9, 10)), ("p95", Fraction(19, 20)))
 CENT = Decimal("0.01")
 _MICROS = 1_000_000

@@ -27,7 +27,7 @@ from prometheus_client.samples import Exemplar
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from core import deadletters
+from core import deadletters, replaystore
 from core.apikeys import Principal
 from core.db import Database
 from core.errors import ConfigError
@@ -37,7 +37,7 @@ from core.settings import SloSettings, SourceSettings
 from core.tables import events, metric_totals, probe_state
 from core.web import Clock, require_if
 from kpis import compute, inputs
-from kpis.compute import OPERATOR_KINDS, REPLAY_OUTCOMES, KpiQuery, QueueStats
+from kpis.compute import OPERATOR_KINDS, KpiQuery, QueueStats
 from probes.flowtypes import QUEUES, FlowType
 from probes.outcomes import (
     DEADLINE_METRIC,
@@ -67,6 +67,7 @@ class StoreState:
     queues: list[QueueStats]  # open findings by queue and kind
     uncorrelated: int
     dead_letters: dict[str, int]
+    replays: dict[str, int]  # replaystore.totals: never decreasing
     totals: list[Any]  # metric_totals rows
     last_cycle_at: datetime | None
     probe_lag: int
@@ -106,6 +107,7 @@ def read_state(
         ],
         uncorrelated=inputs.uncorrelated_events(connection, now),
         dead_letters=deadletters.count_pending_by_reason(connection),
+        replays=replaystore.totals(connection),
         totals=list(connection.execute(sa.select(metric_totals))),
         last_cycle_at=probe.last_cycle_at if probe is not None else None,
         probe_lag=int(lag),
@@ -248,8 +250,8 @@ def families(
     yield from _settings(names, slo or SloSettings(), source_settings or {})
 
     replays = CounterMetricFamily("syncwatch_replays", "Replays by outcome", labels=["outcome"])
-    for outcome in REPLAY_OUTCOMES:
-        replays.add_metric([outcome], 0)
+    for outcome in replaystore.OUTCOMES:
+        replays.add_metric([outcome], state.replays.get(outcome, 0))
     yield replays
 
     last = GaugeMetricFamily(

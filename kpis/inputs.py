@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core import replaystore
 from core.deadletters import reason_code
 from core.settings import SourceSettings
 from core.tables import (
@@ -548,4 +549,7 @@ def load(
         funnel=load_funnel(connection, flow_types, query) if further else (),
         stage_misses=load_stage_misses(connection, flow_types, query) if further else {},
         globals=globals_,
+        replays=replaystore.counts_in_window(connection, query.start, query.as_of, query.filters)
+        if further
+        else {},
     )

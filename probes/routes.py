@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from core import replaystore
 from core.apikeys import Principal
 from core.db import Database
 from core.errors import InvalidInput
@@ -86,6 +87,7 @@ def get_flow(
         flow = flowquery.get_flow(connection, flow_id)
         events = flowquery.flow_events(connection, flow, instant)
         rows = flowquery.flow_findings(connection, flow_id)
+        replays = replaystore.of_flow(connection, flow_id)
     body = summarize(flow, instant).as_dict() if flow.exists(instant) else {"state": "not_started"}
     return {
         **body,
@@ -94,7 +96,7 @@ def get_flow(
         "stages": timeline(flow, instant),
         "events": events,
         "findings": [exceptions.as_dict(row, instant) for row in rows],
-        "replays": [],
+        "replays": replays,
         "traceparents": list(flow.traceparents),
     }
 

@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import syncwatch
+from alerts.replays import Replayer
+from alerts.routes import router as alerts_router
 from collector.routes import router as collector_router
 from core.apikeys import KeyVerifier
 from core.db import Database
@@ -58,10 +60,12 @@ def create_app(
     *,
     clock: Clock = utc_now,
     run_scheduler: bool = False,
+    replayer: Replayer | None = None,
 ) -> FastAPI:
     """Build the API. The caller owns the database (and applies migrations before serving).
     With ``run_scheduler``, the probe cycles run in this process while the app is up. A bad
-    ``flows`` configuration raises ConfigError here, before anything starts."""
+    ``flows`` configuration raises ConfigError here, before anything starts. ``replayer`` sends
+    the replays (tests pass one with their own transport); by default one from the settings."""
     flow_types = configured_flow_types(settings.flows)
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
@@ -78,10 +82,14 @@ def create_app(
         )
     )
 
+    replayer = replayer or Replayer(database, settings.replay)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         scheduler = (
-            make_scheduler(database, settings, flow_types, instruments) if run_scheduler else None
+            make_scheduler(database, settings, flow_types, instruments, replayer, clock)
+            if run_scheduler
+            else None
         )
         if scheduler is not None:
             scheduler.start()
@@ -104,10 +112,12 @@ def create_app(
     app.state.key_verifier = KeyVerifier(database, cache_seconds=settings.key_cache_seconds)
     app.state.registry = registry
     app.state.instruments = instruments
+    app.state.replayer = replayer
 
     app.include_router(collector_router)
     app.include_router(probes_router)
     app.include_router(kpis_router)
+    app.include_router(alerts_router)
     app.include_router(metrics_router)
     app.include_router(audit_router)
     _add_health(app, database)

@@ -8,14 +8,14 @@ import logging
 import secrets
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core import apikeys, audit
+from core import apikeys, audit, jsoncodec
 from core.db import Database
 from core.errors import SyncwatchError
 from core.roles import parse_role
@@ -218,6 +218,86 @@ def probe_run(
         f"{sum(r.swept for r in reports)} flows past a deadline, "
         f"in {sum(r.seconds for r in reports):.3f} s (last seq {reports[-1].last_seq})"
     )
+
+
+@app.command()
+def replay(
+    flow_id: Annotated[str, typer.Argument(help="The flow, as GET /v1/flows shows it.")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
+    force: Annotated[
+        bool, typer.Option(help="Replay although not stuck on an integration failure (admin).")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Send the same key again to retry safely (default: a new one)."),
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SYNCWATCH_API_URL",
+            help="Ask a running syncwatch (with SYNCWATCH_API_KEY, an oncall key); "
+            "without it, the local store is used and you are recorded as cli:<user>.",
+        ),
+    ] = None,
+) -> None:
+    """Replay a stuck flow: the middleware runs its failed step again (api.md, Replay). Exits 1
+    when a guardrail refused it (409) or the middleware did not take it."""
+    if not reason.strip():
+        raise typer.BadParameter(
+            "give a reason: it is kept in the audit log", param_hint="--reason"
+        )
+    key = idempotency_key or f"cli-{secrets.token_hex(16)}"
+    if api_url:
+        from syncwatch.remote import replay_via_api
+
+        status, body = replay_via_api(api_url, flow_id, reason.strip(), force, key)
+    else:
+        status, body = _replay_locally(flow_id, reason.strip(), force, key)
+    _print_replay(status, body)
+    if status >= 300 or body.get("outcome") == "failed":
+        raise typer.Exit(code=1)
+
+
+def _replay_locally(flow_id: str, reason: str, force: bool, key: str) -> tuple[int, dict[str, Any]]:
+    from alerts.replays import Replayer, ReplayRefused, ReplayRequest
+
+    settings = _settings()
+    database = _database(settings)
+    ask = ReplayRequest(flow_id, reason, _cli_actor(), "cli", force=force, idempotency_key=key)
+    try:
+        answer = Replayer(database, settings.replay).request(ask, utc_now())
+    except ReplayRefused as refusal:
+        return 409, {"error": {"message": refusal.message, "details": refusal.details}}
+    finally:
+        database.dispose()
+    return (200 if answer.repeated else 201), jsoncodec.loads(jsoncodec.dumps(answer.replay))
+
+
+def _print_replay(status: int, body: dict[str, Any]) -> None:
+    if "error" in body:
+        error = body["error"]
+        details = error.get("details") or {}
+        refusal = details.get("refusal") if isinstance(details, dict) else None
+        label = f"refused ({refusal})" if refusal else f"error {status}"
+        err_console.print(f"[red]{label}:[/] {escape(str(error.get('message')))}")
+        return
+    table = Table("replay", "flow", "stage", "source", "execution", "outcome", "attempts")
+    table.add_row(
+        str(body["id"]),
+        escape(body["flow_id"]),
+        escape(str(body.get("stage"))),
+        escape(str(body.get("source"))),
+        escape(str(body.get("execution_id"))),
+        body["outcome"],
+        str(body.get("attempts")),
+    )
+    console.print(table)
+    if status == 200:
+        console.print("(this key was used before: nothing was sent again)")
+    if body.get("message"):
+        console.print(f"  {escape(str(body['message']))}")
+    if body.get("response"):
+        console.print(f"  middleware answered: {escape(str(body['response'])[:500])}")
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
-"""The in-process scheduler of ``syncwatch serve``: probe cycles every few seconds, and with
-``tracing.enabled`` the export of flow traces. Several replicas may each run one: the probe runner
-claims each cycle in the database (a trace exported twice repeats the same IDs)."""
+"""The in-process scheduler of ``syncwatch serve``: probe cycles every few seconds, each followed
+by the replays' follow-up and the automatic replays Alertmanager asked for (those the receiver's
+background task did not finish), and with ``tracing.enabled`` the export of flow traces. Several
+replicas may each run one: the probe runner claims each cycle in the database, each alert delivery
+and each replay is claimed in the database too (a trace exported twice repeats the same IDs)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from collections.abc import Sequence
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from alerts.receiver import process_pending
+from alerts.replays import Replayer
 from core.db import Database
 from core.instruments import Instruments
 from core.settings import Settings
-from core.web import utc_now
+from core.web import Clock, utc_now
 from probes.flowtypes import FlowType
 from probes.runner import run_until_idle
 from syncwatch.telemetry import trace_export_job
@@ -26,15 +30,20 @@ def probe_job(
     batch_events: int,
     traces: bool = False,
     instruments: Instruments | None = None,
+    replayer: Replayer | None = None,
+    clock: Clock = utc_now,
 ) -> None:
     # Errors propagate to APScheduler, which logs them with the traceback; the next run retries.
     reports = run_until_idle(
-        database, flow_types, now=utc_now(), batch_events=batch_events, traces=traces
+        database, flow_types, now=clock(), batch_events=batch_events, traces=traces
     )
     if instruments is not None:
         for report in reports:
             if not report.skipped:
                 instruments.probe_cycle_finished(report.seconds)
+    if replayer is not None:
+        replayer.follow_up(clock())
+        process_pending(database, replayer, clock)
 
 
 def make_scheduler(
@@ -42,6 +51,8 @@ def make_scheduler(
     settings: Settings,
     flow_types: Sequence[FlowType],
     instruments: Instruments | None = None,
+    replayer: Replayer | None = None,
+    clock: Clock = utc_now,
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC")
     if settings.probes.enabled:
@@ -55,6 +66,8 @@ def make_scheduler(
                 settings.probes.batch_events,
                 settings.tracing.enabled,
                 instruments,
+                replayer,
+                clock,
             ),
             id="probes",
             max_instances=1,
