@@ -38,3 +38,18 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
+
+# The replay tests publish to the local RabbitMQ (127.0.0.1:5672, guest/guest), as a middleware's
+# broker would be. Start it when it is installed but not running.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  if command -v rabbitmq-server >/dev/null; then
+    echo "setup: starting RabbitMQ"
+    rabbitmq-server -detached
+  else
+    echo "setup: installing RabbitMQ"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server
+    rabbitmq-server -detached || true
+  fi
+  for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+fi
