@@ -17,7 +17,7 @@ from rich.table import Table
 
 from core import apikeys, audit, jsoncodec
 from core.db import Database
-from core.errors import SyncwatchError
+from core.errors import InvalidInput, NotFound, SyncwatchError
 from core.roles import parse_role
 from core.settings import Settings, load_settings
 from core.web import utc_now
@@ -268,6 +268,8 @@ def _replay_locally(flow_id: str, reason: str, force: bool, key: str) -> tuple[i
         answer = Replayer(database, settings.replay).request(ask, utc_now())
     except ReplayRefused as refusal:
         return 409, {"error": {"message": refusal.message, "details": refusal.details}}
+    except (NotFound, InvalidInput) as error:  # as the API answers them: 404, 422
+        return error.status_code, {"error": {"message": error.message}}
     finally:
         database.dispose()
     return (200 if answer.repeated else 201), jsoncodec.loads(jsoncodec.dumps(answer.replay))

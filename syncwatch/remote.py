@@ -19,12 +19,22 @@ def replay_via_api(
     if not api_key:
         raise ConfigError("SYNCWATCH_API_KEY: an oncall key is needed with SYNCWATCH_API_URL")
     url = f"{api_url.rstrip('/')}/v1/flows/{quote(flow_id, safe='')}/replay"
-    response = httpx.post(
-        url,
-        json={"reason": reason, "force": force},
-        headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": key},
-        timeout=120,
-    )
+    try:
+        response = httpx.post(
+            url,
+            json={"reason": reason, "force": force},
+            headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": key},
+            timeout=120,
+        )
+    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        message = f"cannot reach {api_url}: {error}; nothing was asked"
+        return 503, {"error": {"message": message}}
+    except httpx.TransportError as error:
+        message = (
+            f"no answer from {api_url} ({type(error).__name__}: {error}): the replay may have "
+            f"been sent; run again with --idempotency-key {key} (a repeat never sends twice)"
+        )
+        return 503, {"error": {"message": message}}
     try:
         body = response.json()
     except ValueError:

@@ -63,7 +63,7 @@ class Middleware(BaseHTTPRequestHandler):
     calls = 0
     lock = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with Middleware.lock:
             Middleware.calls += 1

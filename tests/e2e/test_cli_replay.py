@@ -45,9 +45,11 @@ FRESH_FLOW = f"contract_onboarding:{FRESH}"
 
 @dataclass
 class Middleware:
-    """A fake middleware's "retry execution" endpoint: records each request, answers 202."""
+    """A fake middleware's "retry execution" endpoint: records each request, answers ``status``
+    (202 unless a test says otherwise)."""
 
     port: int
+    status: int = 202
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -74,15 +76,15 @@ def middleware() -> Iterator[Middleware]:
                     }
                 )
             answer = json.dumps({"status": "accepted"}).encode()
-            self.send_response(202)
+            self.send_response(fake.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
             self.wfile.write(answer)
 
-        do_POST = do_PUT = do_PATCH = do_GET = _record  # noqa: N815
+        do_POST = do_PUT = do_PATCH = do_GET = _record
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -189,15 +191,15 @@ def test_replay_locally_sends_once_per_key(
     first = _replay(env, STUCK_FLOW, "--reason", "MuleSoft timed out", "--idempotency-key", "k-1")
     assert first.returncode == 0, (first.stdout, first.stderr)
     assert "Traceback" not in first.stderr
-    assert "sent" in first.stdout
-    assert "EX-1" in first.stdout
-    assert "project.created" in first.stdout
+    assert re.search(
+        r"project\.created\s*│\s*middleware/mulesoft\s*│\s*EX-1\s*│\s*sent\b", first.stdout
+    ), first.stdout
     _assert_one_retry(middleware)
 
     again = _replay(env, STUCK_FLOW, "--reason", "MuleSoft timed out", "--idempotency-key", "k-1")
     assert again.returncode == 0, (again.stdout, again.stderr)
     assert "nothing was sent again" in again.stdout
-    assert "sent" in again.stdout
+    assert re.search(r"EX-1\s*│\s*sent\b", again.stdout), again.stdout
     _assert_one_retry(middleware)  # still exactly one request
 
 
@@ -235,6 +237,34 @@ def test_replay_of_a_flow_not_stuck_is_refused(
     assert middleware.recorded() == []
 
 
+def test_replay_the_middleware_turns_down_exits_1(
+    env: dict[str, str], tmp_path: Path, middleware: Middleware
+) -> None:
+    _seed(env, tmp_path)
+    middleware.status = 400  # a 4xx is never tried again
+    failed = _replay(env, STUCK_FLOW, "--reason", "retry please")
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    assert "Traceback" not in failed.stderr
+    assert re.search(r"EX-1\s*│\s*failed\b", failed.stdout), failed.stdout
+    _assert_one_retry(middleware)
+
+
+def test_replay_against_an_api_that_does_not_answer_exits_1(
+    env: dict[str, str], middleware: Middleware
+) -> None:
+    remote = {**env, "SYNCWATCH_API_KEY": "sw_not_used"}
+    url = f"http://127.0.0.1:{free_port()}"
+    result = _replay(remote, STUCK_FLOW, "--reason", "r", "--api-url", url)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert f"cannot reach {url}" in result.stderr
+    no_key = _replay(env, STUCK_FLOW, "--reason", "r", "--api-url", url)
+    assert no_key.returncode == 2, (no_key.stdout, no_key.stderr)
+    assert "SYNCWATCH_API_KEY" in no_key.stderr
+    assert "Traceback" not in no_key.stderr
+    assert middleware.recorded() == []
+
+
 def test_replay_needs_a_reason(env: dict[str, str], middleware: Middleware) -> None:
     for args in (["--reason", ""], ["--reason", "   "], []):
         result = _replay(env, STUCK_FLOW, *args)
@@ -268,7 +298,7 @@ def test_replay_through_the_api_under_an_oncall_key(
         args = [STUCK_FLOW, "--reason", "via the API", "--api-url", base]
         done = _replay(remote, *args, "--idempotency-key", "api-1")
         assert done.returncode == 0, (done.stdout, done.stderr, tail(log_path))
-        assert "sent" in done.stdout
+        assert re.search(r"EX-1\s*│\s*sent\b", done.stdout), done.stdout
         _assert_one_retry(middleware)
 
         again = _replay(remote, *args, "--idempotency-key", "api-1")
@@ -279,6 +309,10 @@ def test_replay_through_the_api_under_an_oncall_key(
         refused = _replay(remote, FRESH_FLOW, "--reason", "x", "--api-url", base)
         assert refused.returncode == 1, (refused.stdout, refused.stderr)
         assert "refused (not_stuck)" in refused.stderr
+        unknown = _replay(remote, "contract_onboarding:NOPE", "--reason", "x", "--api-url", base)
+        assert unknown.returncode == 1, (unknown.stdout, unknown.stderr)
+        assert "error 404" in unknown.stderr
+        assert "Traceback" not in refused.stderr + unknown.stderr
 
         answer = httpx.get(
             f"{base}/v1/replays",
