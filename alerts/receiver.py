@@ -193,8 +193,10 @@ def _process(
     now = clock()
     with database.read() as connection:
         flow_ids = stuck_on_failure(connection, labels["flow_type"], labels["stage"], now)
+        # this delivery's own earlier replays (taken up again after a crash) are counted by
+        # the loop below, as repeats: not twice
         budget = replayer.settings.auto.max_per_hour - auto_replays_since(
-            connection, now - timedelta(hours=1)
+            connection, now - timedelta(hours=1), excluding_delivery=delivery.id
         )
     outcome.stuck = len(flow_ids)
     limit = max(0, min(replayer.settings.auto.max_per_alert, budget))
@@ -268,15 +270,24 @@ def stuck_on_failure(
     return [row.flow_id for row in rows]
 
 
-def auto_replays_since(connection: Connection, since: datetime) -> int:
-    """Automatic replays sent (or tried) since ``since``; refused ones send nothing."""
-    count = connection.execute(
-        sa.select(sa.func.count()).where(
-            replays.c.trigger == "alert",
-            replays.c.outcome != "refused",
-            replays.c.requested_at > since,
+def auto_replays_since(
+    connection: Connection, since: datetime, *, excluding_delivery: int | None = None
+) -> int:
+    """Automatic replays sent (or tried) since ``since``; refused ones send nothing. Those of
+    the delivery ``excluding_delivery`` are left out."""
+    query = sa.select(sa.func.count()).where(
+        replays.c.trigger == "alert",
+        replays.c.outcome != "refused",
+        replays.c.requested_at > since,
+    )
+    if excluding_delivery is not None:
+        query = query.where(
+            sa.or_(
+                replays.c.alert_delivery_id.is_(None),
+                replays.c.alert_delivery_id != excluding_delivery,
+            )
         )
-    ).scalar_one()
+    count = connection.execute(query).scalar_one()
     return int(count)
 
 
