@@ -143,13 +143,17 @@ def follow_up(
     facts: FlowFacts, stage: str, now: datetime, until: datetime
 ) -> tuple[str, datetime | None] | None:
     """``("effective", reached_at)`` once the flow has reached the replayed stage (or completed),
-    ``("ineffective", None)`` when it has not by ``until`` or was cancelled; None: wait."""
+    ``("ineffective", None)`` when it has not by ``until`` or was cancelled; None: wait.
+
+    Judged as of ``min(now, until)``: a stage reached only after the window makes the replay
+    ineffective, however late the follow-up runs."""
+    at = min(now, until)
     for candidate in facts.stages:
-        if candidate.type == stage and candidate.reached(now):
+        if candidate.type == stage and candidate.reached(at):
             return "effective", candidate.reached_at
-    if facts.complete(now):
+    if facts.complete(at):
         return "effective", facts.completed_at
-    if facts.cancelled(now) or now >= until:
+    if facts.cancelled(at) or now >= until:
         return "ineffective", None
     return None
 

@@ -270,12 +270,9 @@ class Replayer:
                 return send_http(
                     outbound, self.settings, transport=self.transport, sleep=self.sleep
                 )
-            source_target = next(
-                t.amqp
-                for t in self.settings.targets.values()
-                if t.amqp is not None and t.amqp.exchange == outbound.exchange
-            )
-            return publish_amqp(outbound, source_target, self.settings, sleep=self.sleep)
+            if outbound.target is None:
+                raise RuntimeError("an AMQP replay without its target")
+            return publish_amqp(outbound, outbound.target, self.settings, sleep=self.sleep)
         except Exception as error:  # recorded as failed, never lost in a log line
             log.exception("replay send failed")
             return SendResult(False, 0, {"error": type(error).__name__}, str(error)[:500])
@@ -358,9 +355,13 @@ class Replayer:
                 for flow in connection.execute(sa.select(flows).where(flows.c.flow_id.in_(wanted)))
             }
             for row in rows:
-                facts = facts_of[row.flow_id]
+                facts = facts_of.get(row.flow_id)
                 until = row.follow_up_until or now
-                decided = decide_follow_up(facts, row.stage, now, until)
+                decided: tuple[str, datetime | None] | None
+                if facts is None:  # the flow no longer exists (its correlation was re-resolved)
+                    decided = ("ineffective", None) if now >= until else None
+                else:
+                    decided = decide_follow_up(facts, row.stage, now, until)
                 if decided is None:
                     continue
                 outcome, reached_at = decided

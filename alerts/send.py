@@ -49,6 +49,8 @@ class Published:
     routing_key: str
     body: bytes
     headers: dict[str, str]
+    #: the target it goes to (its broker): several sources may share an exchange name
+    target: AmqpTarget | None = field(default=None, compare=False, repr=False)
 
     def stored(self) -> dict[str, Any]:
         return {
@@ -119,7 +121,7 @@ def send_http(
                     headers=request.headers | request.secret_headers,
                     content=request.body,
                 )
-            except (httpx.TimeoutException, httpx.NetworkError) as error:
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
                 kind = "timeout" if isinstance(error, httpx.TimeoutException) else "network"
                 response = {"error": f"{kind}: {type(error).__name__}: {error}"[:_EXCERPT]}
                 message = f"the middleware did not answer ({kind}) after {attempts} attempts"
@@ -138,7 +140,7 @@ def send_http(
 def build_amqp(
     target: AmqpTarget, values: dict[str, str], event: bytes, headers: dict[str, str]
 ) -> Published:
-    return Published(target.exchange, fill(target.routing_key, values), event, headers)
+    return Published(target.exchange, fill(target.routing_key, values), event, headers, target)
 
 
 def publish_amqp(
@@ -191,6 +193,15 @@ def publish_amqp(
                 f"no queue is bound to exchange {message.exchange!r} with routing key "
                 f"{message.routing_key!r} (not tried again)",
             )
+        except amqp_errors.ChannelClosedByBroker as error:
+            error_text = f"{error.reply_code} {error.reply_text}"[:_EXCERPT]
+            if 400 <= error.reply_code < 500:  # refused (no such exchange, access): like a 4xx
+                return SendResult(
+                    False,
+                    attempts,
+                    {"error": error_text},
+                    f"the broker refused the message: {error_text} (not tried again)",
+                )
         except amqp_errors.AMQPError as error:
             error_text = f"{type(error).__name__}: {error}"[:_EXCERPT]
         finally:
