@@ -19,25 +19,26 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from alerts import followup
 from alerts.replay import History, Plan, Refusal, fill_body, plan
-from alerts.replay import follow_up as decide_follow_up
 from alerts.send import (
     Outbound,
     Published,
     SendResult,
     build_amqp,
     build_http,
+    http_client,
     publish_amqp,
     send_http,
 )
-from core import audit, jsoncodec, replaystore
+from core import jsoncodec, replaystore
 from core.db import Database
 from core.errors import Conflict, InvalidInput, NotFound
 from core.replay_settings import ReplaySettings
@@ -46,8 +47,6 @@ from probes.evaluate import FlowFacts
 from probes.facts_codec import facts_from_row
 
 log = logging.getLogger("syncwatch.replay")
-
-SYSTEM_ACTOR = "syncwatch"
 
 
 @dataclass(frozen=True)
@@ -86,8 +85,11 @@ class Replayer:
     ) -> None:
         self.database = database
         self.settings = settings
-        self.transport = transport
         self.sleep = sleep
+        self.client = http_client(settings, transport)
+
+    def close(self) -> None:
+        self.client.close()
 
     # --- asking for a replay ---
 
@@ -197,14 +199,14 @@ class Replayer:
             details["forced"] = True
         if isinstance(decision, Refusal):
             details["refusal"] = decision.code
-            self._audit(connection, now, ask.actor, "replay.refused", row_id, details)
+            followup.record(connection, now, ask.actor, "replay.refused", row_id, details)
             return row_id, None
         outbound = self._build(connection, facts, decision, row_id, ask)
         connection.execute(
             replays.update().where(replays.c.id == row_id).values(request=outbound.stored())
         )
         details |= {"stage": decision.stage, "source": decision.source}
-        self._audit(connection, now, ask.actor, "replay.request", row_id, details)
+        followup.record(connection, now, ask.actor, "replay.request", row_id, details)
         return row_id, outbound
 
     def _history(self, connection: Connection, flow_id: str, now: datetime) -> History:
@@ -267,9 +269,7 @@ class Replayer:
     def _send(self, outbound: Outbound | Published) -> SendResult:
         try:
             if isinstance(outbound, Outbound):
-                return send_http(
-                    outbound, self.settings, transport=self.transport, sleep=self.sleep
-                )
+                return send_http(outbound, self.settings, self.client, sleep=self.sleep)
             if outbound.target is None:
                 raise RuntimeError("an AMQP replay without its target")
             return publish_amqp(outbound, outbound.target, self.settings, sleep=self.sleep)
@@ -294,93 +294,13 @@ class Replayer:
         action = "replay.sent" if result.ok else "replay.failed"
         details = {"flow_id": row.flow_id, "attempts": result.attempts, **result.response}
         details.pop("body", None)
-        self._audit(connection, now, row.requested_by, action, row_id, details)
-
-    @staticmethod
-    def _audit(
-        connection: Connection,
-        now: datetime,
-        actor: str,
-        action: str,
-        row_id: int,
-        details: dict[str, Any],
-    ) -> None:
-        audit.record(
-            connection,
-            at=now,
-            actor=actor,
-            action=action,
-            target_type="replay",
-            target_id=str(row_id),
-            details=details,
-        )
+        followup.record(connection, now, row.requested_by, action, row_id, details)
 
     # --- following up ---
 
     def follow_up(self, now: datetime, *, batch: int = 500) -> dict[str, int]:
-        """Conclude the sent replays whose flow moved or whose follow-up window passed, and mark
-        the sends interrupted by a crash as failed. Returns counts by new outcome."""
-        counts = {"effective": 0, "ineffective": 0, "failed": 0}
-        interrupted_before = now - self._longest_send()
-        with self.database.write() as connection:
-            stale = connection.execute(
-                sa.select(replays.c.id, replays.c.flow_id, replays.c.requested_by).where(
-                    replays.c.outcome == "sending", replays.c.requested_at < interrupted_before
-                )
-            ).all()
-            for row in stale:
-                connection.execute(
-                    replays.update()
-                    .where(replays.c.id == row.id)
-                    .values(
-                        outcome="failed",
-                        finished_at=now,
-                        message="interrupted: syncwatch stopped while sending; whether the "
-                        "middleware received it is unknown (it is not sent again by itself)",
-                    )
-                )
-                self._audit(
-                    connection, now, SYSTEM_ACTOR, "replay.failed", row.id, {"flow_id": row.flow_id}
-                )
-                counts["failed"] += 1
-            rows = connection.execute(
-                sa.select(replays)
-                .where(replays.c.outcome == "sent")
-                .order_by(replays.c.id)
-                .limit(batch)
-            ).all()
-            wanted = {row.flow_id for row in rows}
-            facts_of = {
-                flow.flow_id: facts_from_row(flow)
-                for flow in connection.execute(sa.select(flows).where(flows.c.flow_id.in_(wanted)))
-            }
-            for row in rows:
-                facts = facts_of.get(row.flow_id)
-                until = row.follow_up_until or now
-                decided: tuple[str, datetime | None] | None
-                if facts is None:  # the flow no longer exists (its correlation was re-resolved)
-                    decided = ("ineffective", None) if now >= until else None
-                else:
-                    decided = decide_follow_up(facts, row.stage, now, until)
-                if decided is None:
-                    continue
-                outcome, reached_at = decided
-                connection.execute(
-                    replays.update()
-                    .where(replays.c.id == row.id)
-                    .values(outcome=outcome, concluded_at=now, stage_reached_at=reached_at)
-                )
-                details: dict[str, Any] = {"flow_id": row.flow_id, "stage": row.stage}
-                if reached_at is not None:
-                    details["stage_reached_at"] = reached_at.isoformat()
-                self._audit(connection, now, SYSTEM_ACTOR, f"replay.{outcome}", row.id, details)
-                counts[outcome] += 1
-        return counts
-
-    def _longest_send(self) -> timedelta:
-        s = self.settings
-        backoff = sum(s.backoff_seconds * 2**i for i in range(max(s.attempts - 1, 0)))
-        return timedelta(seconds=s.attempts * s.timeout_seconds * 2 + backoff + 60)
+        """:func:`alerts.followup.follow_up` with this replayer's database and settings."""
+        return followup.follow_up(self.database, self.settings, now, batch=batch)
 
 
 def _refused(row: Any) -> ReplayRefused:

@@ -98,6 +98,7 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=True)
+            replayer.close()
 
     app = FastAPI(
         lifespan=lifespan,

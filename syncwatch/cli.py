@@ -264,13 +264,15 @@ def _replay_locally(flow_id: str, reason: str, force: bool, key: str) -> tuple[i
     settings = _settings()
     database = _database(settings)
     ask = ReplayRequest(flow_id, reason, _cli_actor(), "cli", force=force, idempotency_key=key)
+    replayer = Replayer(database, settings.replay)
     try:
-        answer = Replayer(database, settings.replay).request(ask, utc_now())
+        answer = replayer.request(ask, utc_now())
     except ReplayRefused as refusal:
         return 409, {"error": {"message": refusal.message, "details": refusal.details}}
     except (NotFound, InvalidInput) as error:  # as the API answers them: 404, 422
         return error.status_code, {"error": {"message": error.message}}
     finally:
+        replayer.close()
         database.dispose()
     return (200 if answer.repeated else 201), jsoncodec.loads(jsoncodec.dumps(answer.replay))
 
