@@ -58,8 +58,13 @@ def follow_up(
                 .order_by(replays.c.id)
                 .limit(batch)
             ).all()
+            wanted = {row.flow_id for row in rows}
+            flow_rows = {
+                flow.flow_id: flow
+                for flow in connection.execute(sa.select(flows).where(flows.c.flow_id.in_(wanted)))
+            }
             for row in rows:
-                outcome = _conclude(connection, row, now)
+                outcome = _conclude(connection, row, flow_rows.get(row.flow_id), now)
                 if outcome is not None:
                     counts[outcome] += 1
         if len(rows) < batch:
@@ -67,8 +72,7 @@ def follow_up(
         after = rows[-1].id
 
 
-def _conclude(connection: Connection, row: Any, now: datetime) -> str | None:
-    flow = connection.execute(sa.select(flows).where(flows.c.flow_id == row.flow_id)).first()
+def _conclude(connection: Connection, row: Any, flow: Any | None, now: datetime) -> str | None:
     until = row.follow_up_until or now
     decided: tuple[str, datetime | None] | None
     if flow is None:  # the flow no longer exists (its correlation was re-resolved)
