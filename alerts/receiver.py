@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from alerts.replays import Replayer, ReplayRefused, ReplayRequest
 from core import audit
 from core.db import Database
+from core.errors import InvalidInput, NotFound
 from core.tables import alert_deliveries, replays, stuck_spans
 
 log = logging.getLogger("syncwatch.alertmanager")
@@ -222,6 +223,9 @@ def _process(
         except ReplayRefused as refusal:
             code = str((refusal.details or {}).get("refusal"))
             outcome.refused[code] = outcome.refused.get(code, 0) + 1
+            continue
+        except (NotFound, InvalidInput) as error:  # the flow vanished since it was listed
+            outcome.refused[error.code] = outcome.refused.get(error.code, 0) + 1
             continue
         outcome.replays.append(int(answer.replay["id"]))
     finished = clock()
