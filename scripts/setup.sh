@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 # prometheus (with promtool) and prometheus-alertmanager (with amtool): the tests run them for real
-DEBIAN_PACKAGES=(postgresql prometheus prometheus-alertmanager)
+# chromium and chromium-driver: the dashboard's end-to-end test; poppler-utils (pdftotext, pdftoppm):
+# the report tests read the PDF back; fonts-dejavu-core: fonts for WeasyPrint's PDFs
+DEBIAN_PACKAGES=(postgresql prometheus prometheus-alertmanager chromium chromium-driver poppler-utils
+  fonts-dejavu-core)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
