@@ -52,7 +52,7 @@ def _body_templates(value: Any) -> list[str]:
     return []
 
 
-def _env_var(value: str | None) -> str | None:
+def env_var_name(value: str | None) -> str | None:
     """A setting that names an environment variable: a valid name, and set."""
     if value is None:
         return None
@@ -87,7 +87,7 @@ class HttpTarget(BaseModel):
     @field_validator("token_env", "username_env", "password_env", "headers_env")
     @classmethod
     def _names_a_variable(cls, value: str | None) -> str | None:
-        return _env_var(value)
+        return env_var_name(value)
 
     @field_validator("url")
     @classmethod
@@ -143,7 +143,7 @@ class AmqpTarget(BaseModel):
     @field_validator("url_env")
     @classmethod
     def _names_a_variable(cls, value: str) -> str:
-        checked = _env_var(value)
+        checked = env_var_name(value)
         assert checked is not None
         return checked
 

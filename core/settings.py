@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from core.durations import parse_duration
 from core.errors import ConfigError
 from core.replay_settings import ReplaySettings
+from core.report_settings import ReportSettings
 
 ENV_PREFIX = "SYNCWATCH_"
 
@@ -202,6 +203,8 @@ class Settings(BaseSettings):
     slo: SloSettings = Field(default_factory=SloSettings)
     #: replay targets per middleware source, guardrail limits, retries, follow-up, auto-replays
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    #: the weekly KPI report: schedule and time zone, formats, keeping, e-mail and chat delivery
+    reports: ReportSettings = Field(default_factory=ReportSettings)
 
     @field_validator("log_level")
     @classmethod

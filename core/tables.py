@@ -336,3 +336,33 @@ alert_deliveries = sa.Table(
     sa.UniqueConstraint("fingerprint", "starts_at"),
     sa.Index(None, "state"),
 )
+
+# --- weekly reports and claimed job runs (migration 0005) ---
+
+reports = sa.Table(
+    "reports",
+    metadata,
+    # The weekly KPI report, one row per ISO week (in the report's time zone) and format; kept
+    # for ``reports.keep_weeks`` weeks (docs/reports.md).
+    sa.Column("week", sa.String(8), primary_key=True),  # 2026-W48
+    sa.Column("format", sa.String(4), primary_key=True),  # html, pdf, md
+    sa.Column("content", sa.LargeBinary(), nullable=False),
+    sa.Column("media_type", sa.String(100), nullable=False),
+    sa.Column("size_bytes", sa.Integer(), nullable=False),
+    sa.Column("generated_at", UTCDateTime(), nullable=False),
+    sa.Column("generated_by", sa.String(255), nullable=False),  # scheduler, api:<key>, cli
+)
+
+job_runs = sa.Table(
+    "job_runs",
+    metadata,
+    # One row per run of a scheduled job that must run once however many replicas run it: the
+    # replica whose insert of (job, scheduled_for) succeeds does the work (PITFALLS.md).
+    sa.Column("job", sa.String(50), primary_key=True),
+    sa.Column("scheduled_for", UTCDateTime(), primary_key=True),
+    sa.Column("claimed_by", sa.String(255), nullable=False),
+    sa.Column("claimed_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("outcome", sa.String(20)),  # done, failed
+    sa.Column("details", json_type()),
+)

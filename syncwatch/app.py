@@ -26,6 +26,7 @@ from core.settings import Settings
 from core.web import Clock, utc_now
 from kpis.exporter import StoreCollector
 from kpis.exporter import router as metrics_router
+from kpis.reports.routes import router as reports_router
 from kpis.routes import router as kpis_router
 from probes.flowtypes import configured_flow_types
 from probes.routes import router as probes_router
@@ -118,6 +119,7 @@ def create_app(
     app.include_router(collector_router)
     app.include_router(probes_router)
     app.include_router(kpis_router)
+    app.include_router(reports_router)
     app.include_router(alerts_router)
     app.include_router(metrics_router)
     app.include_router(audit_router)

@@ -85,6 +85,45 @@ def serve(
         database.dispose()
 
 
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8501,
+) -> None:
+    """The Streamlit dashboard (docs/dashboard.md), reading the API at SYNCWATCH_API_URL with the
+    read-only key SYNCWATCH_API_KEY."""
+    import os
+    import subprocess
+
+    import dashboard as dashboard_package
+
+    if not os.environ.get("SYNCWATCH_API_URL", "").strip():
+        err_console.print(
+            "[red]SYNCWATCH_API_URL is not set:[/] point it at the syncwatch API "
+            "(e.g. http://127.0.0.1:8000) and SYNCWATCH_API_KEY at a viewer key"
+        )
+        raise typer.Exit(code=2)
+    script = Path(dashboard_package.__file__).resolve().parent / "app.py"
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    err_console.print(f"syncwatch dashboard on http://localhost:{port}")
+    try:
+        code = subprocess.call(command)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code=code)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the Alembic migrations."""
@@ -302,6 +341,67 @@ def _print_replay(status: int, body: dict[str, Any]) -> None:
         console.print(f"  {escape(str(body['message']))}")
     if body.get("response"):
         console.print(f"  middleware answered: {escape(str(body['response'])[:500])}")
+
+
+@app.command()
+def report(
+    week: Annotated[
+        str | None,
+        typer.Option(help="ISO week such as 2026-W48 (default: the last complete week)."),
+    ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option("--format", help="Comma-separated: html,pdf,md (default: reports.formats)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Directory to write the files to.")] = Path(),
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="IANA time zone of the week (default: reports.timezone)."),
+    ] = None,
+) -> None:
+    """The weekly KPI report of a week (docs/reports.md): writes syncwatch-report-<week>.<format>
+    into --out and prints the files' paths."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from kpis.reports.make import make, parse_formats
+    from kpis.reports.store import file_name
+    from kpis.reports.week import is_complete, last_complete_week, parse_week, window
+    from probes.flowtypes import configured_flow_types
+
+    settings = _settings()
+    try:
+        zone = ZoneInfo(tz) if tz else settings.reports.tz
+    except (ZoneInfoNotFoundError, ValueError):
+        raise typer.BadParameter(f"{tz!r} is not an IANA time zone", param_hint="--tz") from None
+    try:
+        formats = parse_formats(format) if format else tuple(settings.reports.formats)
+        chosen = parse_week(week) if week else last_complete_week(utc_now(), zone)
+    except InvalidInput as error:
+        hint = "--format" if error.message.startswith("format") else "--week"
+        raise typer.BadParameter(error.message, param_hint=hint) from None
+    if not is_complete(chosen, zone, utc_now()):
+        ends = window(chosen, zone).local_end
+        raise typer.BadParameter(
+            f"{chosen} has not ended yet (it ends {ends:%Y-%m-%d %H:%M %Z})", param_hint="--week"
+        )
+    database = _database(settings)
+    try:
+        contents = make(
+            database,
+            configured_flow_types(settings.flows),
+            str(chosen),
+            tz=zone,
+            formats=formats,
+            top_stuck=settings.reports.top_stuck,
+            sources=settings.sources,
+        )
+    finally:
+        database.dispose()
+    out.mkdir(parents=True, exist_ok=True)
+    for fmt in formats:
+        path = out / file_name(str(chosen), fmt)
+        path.write_bytes(contents[fmt])
+        typer.echo(str(path))
 
 
 def main() -> None:

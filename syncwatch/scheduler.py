@@ -17,6 +17,7 @@ from core.db import Database
 from core.instruments import Instruments
 from core.settings import Settings
 from core.web import Clock, utc_now
+from kpis.reports.schedule import add_weekly_report_job
 from probes.flowtypes import FlowType
 from probes.runner import run_until_idle
 from syncwatch.telemetry import trace_export_job
@@ -84,4 +85,7 @@ def make_scheduler(
             max_instances=1,
             coalesce=True,
         )
+    if settings.reports.enabled:
+        # weekly, in reports.timezone; claimed in the database, so it runs once over all replicas
+        add_weekly_report_job(scheduler, database, settings.reports, flow_types, settings.sources)
     return scheduler

@@ -96,6 +96,9 @@ MATRIX = [
         body=lambda: {"reason": "the middleware is back"},
     ),
     Endpoint("GET", "/v1/replays", READERS),
+    Endpoint("GET", "/v1/reports", READERS),
+    # a week far in the future: 404 for a reader (past the role check), nothing to make
+    Endpoint("GET", "/v1/reports/{week}.{fmt}", READERS, 404, "/v1/reports/2999-W01.md"),
     Endpoint("GET", "/v1/replays/{replay_id}", READERS, 404, "/v1/replays/999"),
     Endpoint(
         "POST",
