@@ -366,3 +366,28 @@ job_runs = sa.Table(
     sa.Column("outcome", sa.String(20)),  # done, failed
     sa.Column("details", json_type()),
 )
+
+# --- source integrations: webhook deliveries and pull cursors (migration 0006) ---
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    # One row per signed webhook delivery accepted, so that a replayed delivery (the same id
+    # again, inside the timestamp tolerance) is refused; rows older than the tolerance may go.
+    sa.Column("preset", sa.String(50), primary_key=True),
+    sa.Column("delivery_id", sa.String(255), primary_key=True),
+    sa.Column("signed_at", UTCDateTime()),  # the delivery's own timestamp, when signed with one
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "received_at"),
+)
+
+source_cursors = sa.Table(
+    "source_cursors",
+    metadata,
+    # Where each pull connector or reconciliation left off (a modified-since instant or the
+    # source's own page token), so that a restart resumes instead of starting over.
+    sa.Column("connector", sa.String(100), primary_key=True),
+    sa.Column("cursor", sa.Text()),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("state", json_type()),  # anything else the connector keeps (last error, counts)
+)
