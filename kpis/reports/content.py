@@ -18,6 +18,9 @@ from probes.flowtypes import FlowType
 from probes.views import FlowSummary
 
 COUNT, RATIO, SECONDS, MONEY = "count", "ratio", "seconds", "money"
+#: Which way a KPI should move: a rise of ``HIGHER`` is good news, a rise of ``LOWER`` bad news;
+#: ``None`` for volumes (more contracts due is neither).
+HIGHER, LOWER = "higher", "lower"
 DURATIONS = (("mean", "mean"), ("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("max", "max"))
 
 
@@ -31,6 +34,7 @@ class Metric:
     currency: str | None = None
     #: absent from the answer means zero (a currency or a step with nothing that week)
     missing_is_zero: bool = False
+    better: str | None = LOWER  # HIGHER, LOWER or None
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,14 @@ class KpiLine:
     previous: Decimal | None  # the week before's
     change: Decimal | None  # value - previous; None when either is null
     trend: tuple[Decimal | None, ...]  # the last 8 weeks, oldest first, this week last
+
+    @property
+    def verdict(self) -> str | None:
+        """``good`` or ``bad`` news, by which way the KPI should move; None when it did not
+        move, cannot be compared, or is a volume."""
+        if not self.change or self.metric.better is None:
+            return None
+        return "good" if (self.change > 0) == (self.metric.better == HIGHER) else "bad"
 
 
 @dataclass(frozen=True)
@@ -137,16 +149,19 @@ def line(metric: Metric, answers: Sequence[Mapping[str, Any]]) -> KpiLine:
 def _flow_metrics(flow_type: FlowType) -> list[Metric]:
     base = ("flows", flow_type.name)
     metrics = [
-        Metric("due", (*base, "due"), COUNT),
-        Metric("met", (*base, "met"), COUNT),
-        Metric("success rate", (*base, "success_rate"), RATIO),
-        Metric("completed", (*base, "completed"), COUNT),
+        Metric("due", (*base, "due"), COUNT, better=None),
+        Metric("met", (*base, "met"), COUNT, better=HIGHER),
+        Metric("success rate", (*base, "success_rate"), RATIO, better=HIGHER),
+        Metric("completed", (*base, "completed"), COUNT, better=None),
     ]
     metrics += [
         Metric(f"duration {label}", (*base, "duration_seconds", key), SECONDS)
         for label, key in DURATIONS
     ]
-    metrics += [Metric("open", (*base, "open"), COUNT), Metric("stuck", (*base, "stuck"), COUNT)]
+    metrics += [
+        Metric("open", (*base, "open"), COUNT, better=None),
+        Metric("stuck", (*base, "stuck"), COUNT),
+    ]
     return metrics
 
 

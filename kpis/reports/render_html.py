@@ -23,7 +23,7 @@ th, td { border: 1px solid #e4e7eb; padding: 2px 6px; text-align: right; vertica
 th { background: #f5f7fa; } td.l, th.l { text-align: left; }
 .period { color: #52606d; } .note { color: #52606d; font-size: 9pt; }
 .empty { border: 1px solid #f0b429; background: #fffbea; padding: .6em; margin: 1em 0; }
-.up { color: #0b6e4f; } .down { color: #b42318; }
+.good { color: #0b6e4f; } .bad { color: #b42318; }
 td, th { white-space: nowrap; }
 .trend td, .trend th { font-size: 7pt; white-space: normal; padding: 1px 3px; }
 """
@@ -54,7 +54,7 @@ def _kpis(group: KpiGroup) -> str:
         name = escape(display.label(line.metric))
         spark = charts.sparkline(line.trend, f"{group.title} {line.metric.label}")
         change = display.change(line)
-        css = "" if line.change in (None, 0) else ("up" if line.change > 0 else "down")
+        css = line.verdict or ""
         rows.append(
             [
                 name,
@@ -175,7 +175,12 @@ def render(report: WeeklyReport) -> str:
             "open or stuck, no finding was open and no event arrived in the window.</p>"
         )
     sections.append("<h2>KPIs: this week, the change and the 8-week trend</h2>")
-    sections.append(f'<p class="note">{escape(display.NO_DATA_NOTE)}</p>')
+    sections.append(
+        f'<p class="note">{escape(display.NO_DATA_NOTE)} A change in <span class="good">green'
+        "</span> is good news (a higher success rate, fewer stuck flows, shorter durations), in "
+        '<span class="bad">red</span> bad news; volumes (due, completed, open) are not '
+        "coloured.</p>"
+    )
     sections += [_kpis(group) for group in report.groups]
     sections += ["<h2>Stuck flows at the week's end</h2>", _stuck(report)]
     sections += ["<h2>Exceptions aging by queue</h2>", _exceptions(report)]

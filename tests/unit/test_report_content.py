@@ -86,3 +86,24 @@ def test_empty_answers_make_an_empty_report_that_says_so() -> None:
 def test_times_are_local_with_the_zone() -> None:
     instant = datetime(2026, 7, 1, 10, tzinfo=UTC)
     assert display.instant(instant, TZ) == "Wed 01 Jul 2026 12:00 CEST"
+
+
+def test_a_change_is_good_or_bad_news_by_which_way_the_kpi_should_move() -> None:
+    ends = [window(w, TZ).as_of for w in last_weeks(WEEK)]
+    answers = [answer(end) for end in ends[:-2]]
+    answers.append(answer(ends[-2], due={(None, "contract_onboarding"): (4, 3)}))
+    answers.append(
+        answer(
+            ends[-1],
+            due={(None, "contract_onboarding"): (4, 1)},
+            stuck={(None, "contract_onboarding", "project.created"): 2},
+        )
+    )
+    lines = {line.metric.path[-1]: line for line in report_of(answers).groups[0].lines}
+    assert lines["success_rate"].verdict == "bad"  # 0.75 -> 0.25
+    assert lines["met"].verdict == "bad"
+    assert lines["stuck"].verdict == "bad"  # 0 -> 2
+    assert lines["due"].verdict is None  # a volume: neither
+    assert lines["p50"].verdict is None  # null both weeks: no change to judge
+    html = render_html.render(report_of(answers))
+    assert '<span class="bad">-50.00 pp</span>' in html
