@@ -1,1 +1,2 @@
-"""The Streamlit dashboard (see issue 6; nothing here yet)."""
+"""The Streamlit dashboard (docs/dashboard.md): ``dashboard/app.py`` and its pages in
+``dashboard/views``; it reads the syncwatch API over HTTP only (``dashboard.client``)."""
