@@ -40,10 +40,12 @@ def stuck_trend(series: Sequence[Mapping[str, Any]]) -> Any:
     """Open and stuck flows (all flow types) at each as_of of the series."""
     instants = [point["as_of"] for point in series]
     figure = go.Figure()
+    highest = 0
     for kind in ("open", "stuck"):
         values = [sum(f[kind] for f in point["flows"].values()) for point in series]
+        highest = max([highest, *values])
         figure.add_trace(go.Scatter(x=instants, y=values, mode="lines+markers", name=kind))
-    figure.update_layout(title="Open and stuck flows", **_LAYOUT)
+    figure.update_layout(title="Open and stuck flows", yaxis=count_axis(highest), **_LAYOUT)
     return figure
 
 
@@ -64,11 +66,23 @@ def cycle_trend(series: Sequence[Mapping[str, Any]], flow_type: str, title: str)
 def stuck_by_stage(answer: Mapping[str, Any]) -> Any:
     """Stuck flows per stage, one bar group per flow type."""
     figure = go.Figure()
+    highest = 0
     for flow_type, figures in (answer.get("flows") or {}).items():
         stages = figures.get("stuck_by_stage") or {}
+        highest = max([highest, *(int(count) for count in stages.values())])
         figure.add_trace(go.Bar(x=list(stages), y=list(stages.values()), name=flow_type))
-    figure.update_layout(title="Stuck flows by stage", barmode="group", **_LAYOUT)
+    figure.update_layout(
+        title="Stuck flows by stage", barmode="group", yaxis=count_axis(highest), **_LAYOUT
+    )
     return figure
+
+
+def count_axis(highest: int) -> dict[str, Any]:
+    """A y axis for counts: integer ticks only (every integer when the counts are small)."""
+    axis: dict[str, Any] = {"tickformat": ",d", "rangemode": "tozero"}
+    if highest <= 10:
+        axis.update(tick0=0, dtick=1, range=[0, max(highest, 1) * 1.05])
+    return axis
 
 
 def funnel(steps: Sequence[Mapping[str, Any]]) -> Any:

@@ -4,13 +4,15 @@ as shown, and the change against the previous period. Null KPIs are shown as "â€
 
 Formats, exact on the API's numbers: rates (4 decimals) as percentages with 2 decimals
 (0.8417 -> "84.17%"); durations (seconds) in hours with 2 decimals; money (decimal strings) with
-thousands separators and its 2 decimals, never through a float."""
+thousands separators and its 2 decimals, never through a float; from 100,000 up, compact on the
+tile (2 decimals of thousands, millions, billions: "130.61 M"), the exact amount in its help.
+A change of zero is shown as "0.00 h" (no sign, no arrow, neutral color), never as a rise."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 NO_DATA = "â€”"
@@ -19,9 +21,11 @@ DeltaColor = Literal["normal", "inverse", "off"]
 #: The KPI's name per flow type (flows.md): what its success rate means to an executive.
 SUCCESS_LABELS = {
     "contract_onboarding": "Propagation success",
-    "amendment_propagation": "Amendment propagation success",
+    "amendment_propagation": "Amendment success",
     "milestone_billing": "Milestone billing on time",
 }
+#: The KPI's full name, in the tile's help, where the label is shortened to fit the tile.
+FULL_NAMES = {"amendment_propagation": "Amendment propagation success"}
 #: (flow type, label) of the durations shown as p50 and p90.
 DURATIONS = (
     ("contract_onboarding", "Setup cycle time"),
@@ -37,6 +41,11 @@ class Tile:
     delta_color: DeltaColor = "normal"
     help: str = ""
 
+    @property
+    def unchanged(self) -> bool:
+        """The change is zero: shown without arrow, in a neutral color."""
+        return self.delta is not None and is_zero(self.delta)
+
 
 def percent(rate: float | None) -> str:
     if rate is None:
@@ -50,11 +59,44 @@ def hours(seconds: float | None) -> str:
     return f"{Decimal(str(seconds)) / 3600:.2f} h"
 
 
-def money(amount: str) -> str:
+#: From this amount up (absolute), money is shown compact on a tile.
+COMPACT_FROM = Decimal(100_000)
+#: Ascending: the first whose rounded value is under 1,000 is shown.
+_SCALES = tuple((Decimal(1000) ** power, name) for power, name in enumerate("kMBT", start=1))
+_CENT = Decimal("0.01")
+
+
+def money(amount: str | Decimal) -> str:
+    """Exact: ``1,234.50``."""
     return f"{Decimal(amount):,.2f}"
 
 
+def compact_money(amount: str | Decimal, *, signed: bool = False) -> str:
+    """``5,000.00`` below :data:`COMPACT_FROM`; above, 2 decimals (half up) of thousands
+    (``k``), millions (``M``), billions (``B``) or trillions (``T``): ``130.61 M``."""
+    value = Decimal(amount)
+    sign = "+" if signed else ""
+    if abs(value) < COMPACT_FROM:
+        return f"{value:{sign},.2f}"
+    for size, suffix in _SCALES:
+        shown = (value / size).quantize(_CENT, rounding=ROUND_HALF_UP)
+        if abs(shown) < 1000 or suffix == _SCALES[-1][1]:
+            break
+    return f"{shown:{sign},.2f} {suffix}"
+
+
+def is_zero(delta: str) -> bool:
+    """Whether a shown change is zero (``0``, ``0.00 h``, ``0.00 pp``)."""
+    number = delta.split(" ", maxsplit=1)[0].replace(",", "").lstrip("+-")
+    try:
+        return Decimal(number) == 0
+    except ArithmeticError:
+        return False
+
+
 def _signed(value: Decimal, unit: str) -> str:
+    if value.quantize(_CENT, rounding=ROUND_HALF_UP) == 0:
+        return f"{Decimal(0):.2f}{unit}"
     return f"{value:+,.2f}{unit}"
 
 
@@ -71,7 +113,9 @@ def _hours_delta(now: float | None, before: float | None) -> str | None:
 
 
 def _count_delta(now: int, before: int | None) -> str | None:
-    return None if before is None else f"{now - before:+d}"
+    if before is None:
+        return None
+    return "0" if now == before else f"{now - before:+d}"
 
 
 def _flows(answer: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -82,6 +126,10 @@ def label_of(flow_type: str) -> str:
     return SUCCESS_LABELS.get(flow_type, f"On time: {flow_type}")
 
 
+def full_name_of(flow_type: str) -> str:
+    return FULL_NAMES.get(flow_type, label_of(flow_type))
+
+
 def tiles(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> list[Tile]:
     """Every tile, in display order. ``previous`` is the answer as of as_of - window."""
     made: list[Tile] = []
@@ -89,15 +137,15 @@ def tiles(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> lis
     for flow_type, figures in now_flows.items():
         rate = figures.get("success_rate")
         before = (before_flows.get(flow_type) or {}).get("success_rate")
+        detail = (
+            f"{figures['met']} of {figures['due']} flows due met their deadline"
+            if rate is not None
+            else "no data: no flow was due in the window"
+        )
+        if flow_type in FULL_NAMES:
+            detail = f"{FULL_NAMES[flow_type]}: {detail}"
         made.append(
-            Tile(
-                label_of(flow_type),
-                percent(rate),
-                _rate_delta(rate, before),
-                help=f"{figures['met']} of {figures['due']} flows due met their deadline"
-                if rate is not None
-                else "no data: no flow was due in the window",
-            )
+            Tile(label_of(flow_type), percent(rate), _rate_delta(rate, before), help=detail)
         )
     for flow_type, name in DURATIONS:
         if flow_type not in now_flows:
@@ -135,15 +183,19 @@ def _revenue(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
     made = []
     for currency in sorted(risk):
         delta = None
+        detail = f"{money(risk[currency])} {currency} in stuck flows"
         if previous is not None:
-            delta = _signed(Decimal(risk[currency]) - Decimal(old.get(currency, "0")), "")
+            change = Decimal(risk[currency]) - Decimal(old.get(currency, "0"))
+            delta = compact_money(change, signed=True) if change else money("0")
+            if change:
+                detail += f" ({change:+,.2f} {currency} against the previous period)"
         made.append(
             Tile(
                 f"Revenue at risk ({currency})",
-                money(risk[currency]),
+                compact_money(risk[currency]),
                 delta,
                 "inverse",
-                f"{risk[currency]} {currency} in stuck flows",
+                detail,
             )
         )
     return made

@@ -3,13 +3,13 @@ stage, the funnel; filtered by legal entity, region, service line and window (kp
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 import streamlit as st
 
 from dashboard import charts, loaders, tiles, ui
-from dashboard.client import ApiError
 
 WINDOWS = ("24h", "7d", "30d", "90d")
 DEFAULT_WINDOW = "7d"
@@ -33,23 +33,87 @@ def instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def filters() -> dict[str, Any] | None:
-    """The filter widgets; the query parameters they select (None when the API failed)."""
+def chosen() -> dict[str, Any]:
+    """The query parameters the filter widgets held at the end of the last run (the defaults on
+    the first): known before the widgets are drawn, so that the reads can start at once."""
+    window = st.session_state.get("overview_window", DEFAULT_WINDOW)
+    params: dict[str, Any] = {"window": window if window in WINDOWS else DEFAULT_WINDOW}
+    for dimension in FILTERS:
+        choice = st.session_state.get(f"overview_{dimension}", ALL)
+        if choice != ALL:
+            params[dimension] = choice
+    return params
+
+
+def filters(choices: dict[str, Future[list[str]]]) -> dict[str, Any] | None:
+    """The filter widgets, with the choices being read in ``choices``; the query parameters
+    they select (None when the API failed)."""
     columns = st.columns(len(FILTERS) + 1)
     window = columns[0].selectbox(
         "Window", WINDOWS, index=WINDOWS.index(DEFAULT_WINDOW), key="overview_window"
     )
     params: dict[str, Any] = {"window": window}
     for column, (dimension, label) in zip(columns[1:], FILTERS.items(), strict=True):
-        try:
-            values = loaders.dimension_values(dimension, window)
-        except ApiError as error:
-            ui.read_error(error)
+        values = ui.load(choices[dimension].result)
+        if values is None:
             return None
         choice = column.selectbox(label, [ALL, *values], key=f"overview_{dimension}")
         if choice != ALL:
             params[dimension] = choice
     return params
+
+
+class Reads:
+    """The overview's reads, made concurrently on worker threads through the cached loaders
+    (``st.cache_data`` with ``show_spinner=False`` needs no ScriptRunContext: its store is the
+    process's), in two waves: this period's KPIs and the three filters' choices at once, then,
+    as soon as this period's as_of is known, the previous period's KPIs and the trend series at
+    once. The page draws from the futures in its own order (tiles first, charts after)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, params: dict[str, Any]) -> None:
+        self.pool = pool
+        self.params = params
+        window = params["window"]
+        self.choices = {
+            dimension: pool.submit(loaders.dimension_values, dimension, window)
+            for dimension in FILTERS
+        }
+        self.current = pool.submit(loaders.kpis, params)
+        self._then: Future[tuple[Future[dict[str, Any]], Future[list[dict[str, Any]]]]]
+        self._then = pool.submit(self._second_wave)
+
+    def _second_wave(self) -> tuple[Future[dict[str, Any]], Future[list[dict[str, Any]]]]:
+        current = self.current.result()
+        return (
+            self.pool.submit(loaders.kpis, previous_query(self.params, current)),
+            self.pool.submit(loaders.series, series_query(self.params, current)),
+        )
+
+    def previous(self) -> dict[str, Any]:
+        return self._then.result()[0].result()
+
+    def series(self) -> list[dict[str, Any]]:
+        return self._then.result()[1].result()
+
+
+def previous_as_of(params: dict[str, Any], current: dict[str, Any]) -> datetime:
+    return instant(current["as_of"]) - span(params["window"])
+
+
+def previous_query(params: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    return {**params, "as_of": z(previous_as_of(params, current)), "further": False}
+
+
+def series_query(params: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    step = "1d" if params["window"].endswith("d") else "1h"
+    as_of = instant(current["as_of"])
+    return {
+        **params,
+        "from": z(as_of - TREND_STEPS * span(step)),
+        "to": current["as_of"],
+        "step": step,
+        "further": False,
+    }
 
 
 def show_tiles(current: dict[str, Any], previous: dict[str, Any] | None) -> None:
@@ -59,29 +123,19 @@ def show_tiles(current: dict[str, Any], previous: dict[str, Any] | None) -> None
         columns = st.columns(per_row)
         for column, tile in zip(columns, shown[start : start + per_row], strict=False):
             empty = tile.value == tiles.NO_DATA
+            still = empty or tile.unchanged
             column.metric(
                 tile.label,
                 tile.value,
                 "no data" if empty else tile.delta,
-                "off" if empty else tile.delta_color,
+                "off" if still else tile.delta_color,
                 help=tile.help or None,
-                delta_arrow="off" if empty else "auto",
+                delta_arrow="off" if still else "auto",
                 border=True,
             )
 
 
-def show_charts(current: dict[str, Any], params: dict[str, Any]) -> None:
-    window = params["window"]
-    step = "1d" if window.endswith("d") else "1h"
-    as_of = instant(current["as_of"])
-    query = {
-        **params,
-        "from": z(as_of - TREND_STEPS * span(step)),
-        "to": current["as_of"],
-        "step": step,
-        "further": False,
-    }
-    points = ui.load(lambda: loaders.series(query))
+def show_charts(current: dict[str, Any], points: list[dict[str, Any]] | None) -> None:
     left, right = st.columns(2)
     if points:
         left.plotly_chart(charts.success_trend(points), key="chart_success")
@@ -105,26 +159,32 @@ def show_queues(current: dict[str, Any]) -> None:
 
 def page() -> None:
     st.title("Overview")
-    params = filters()
-    if params is None:
-        return
-    current = ui.load(lambda: loaders.kpis(params))
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="overview") as pool:
+        reads = Reads(pool, chosen())
+        params = filters(reads.choices)
+        if params is None:
+            return
+        if params != reads.params:  # a chosen value no longer offered: the widget fell back
+            reads = Reads(pool, params)
+        draw(reads)
+
+
+def draw(reads: Reads) -> None:
+    params = reads.params
+    current = ui.load(reads.current.result)
     if current is None:
         return
-    previous_as_of = instant(current["as_of"]) - span(params["window"])
-    previous = ui.load(
-        lambda: loaders.kpis({**params, "as_of": z(previous_as_of), "further": False})
-    )
+    previous = ui.load(reads.previous)
     window = current["window"]
     st.caption(
         f"As of {current['as_of']}, window ({window['start']}, {window['end']}]; "
-        f"changes against the previous period, as of {z(previous_as_of)}."
+        f"changes against the previous period, as of {z(previous_as_of(params, current))}."
     )
     if not tiles.has_data(current):
         st.info("No data yet: no flow is due, completed or open in this window and filter.")
     show_tiles(current, previous)
-    show_charts(current, params)
     show_queues(current)
+    show_charts(current, ui.load(reads.series))
 
 
 page()
