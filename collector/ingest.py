@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
+from collector.unreported import resolve_arrived
 from core import deadletters, jsoncodec
 from core.db import Database
 from core.deadletters import NewDeadLetter
@@ -106,14 +109,34 @@ def ingest(
     """Store what is valid and dead-letter what is not, atomically. When this returns, everything
     it reports as accepted or rejected is durably stored; on error nothing was written."""
     judgement = judge(items, require_specversion=require_specversion)
+    with database.write() as connection:
+        return store_judged(
+            connection, judgement, channel=channel, content_type=content_type, now=now
+        )
+
+
+def store_judged(
+    connection: Connection,
+    judgement: Judgement,
+    *,
+    channel: str,
+    content_type: str | None,
+    now: datetime,
+    resolves_unreported: bool = True,
+) -> IngestResult:
+    """The store half of :func:`ingest`, in the caller's transaction (the pull connectors and the
+    reconciliation write their cursor or findings in the same one). A duplicate of an event that
+    a reconciliation stored resolves its ``unreported_record`` finding: the source's own delivery
+    arrived (late); the reconciliation itself passes ``resolves_unreported=False``."""
     events = [event for _, event in judgement.valid]
     letters = [
         _dead_letter(rejection, item, channel=channel, content_type=content_type)
         for rejection, item in judgement.rejected
     ]
-    with database.write() as connection:
-        outcome = store_events(connection, events, received_at=now)
-        deadletters.add(connection, letters, received_at=now)
+    outcome = store_events(connection, events, received_at=now)
+    deadletters.add(connection, letters, received_at=now)
+    if resolves_unreported and outcome.duplicates:
+        resolve_arrived(connection, [events[i] for i in outcome.duplicates], now=now)
     return IngestResult(
         accepted=len(outcome.stored),
         duplicates=len(outcome.duplicates),
@@ -152,3 +175,45 @@ def dead_letter_body(
             [NewDeadLetter(reason=reason, raw=body, channel=channel, content_type=content_type)],
             received_at=now,
         )
+
+
+@dataclass(frozen=True)
+class Part:
+    """The items of one received message, judged on their own as one request's would be."""
+
+    items: Sequence[Any]
+    require_specversion: bool
+    content_type: str | None = None
+
+
+def ingest_parts(
+    database: Database,
+    parts: Sequence[Part],
+    *,
+    unreadable: Sequence[NewDeadLetter] = (),
+    channel: str,
+    now: datetime,
+) -> IngestResult:
+    """:func:`ingest` for several messages (a broker consumer's batch) in ONE transaction, with
+    the whole messages that could not be read as events (``unreadable``) dead-lettered in it too:
+    when this returns, every message of the batch is durably stored and may be acknowledged; on
+    error nothing was written. A repeated ``(source, id)`` across the messages is a duplicate.
+    The result sums the messages (a rejection's index is its place in its own message)."""
+    judgements = [judge(part.items, require_specversion=part.require_specversion) for part in parts]
+    valid = Judgement(valid=[pair for judgement in judgements for pair in judgement.valid])
+    letters = [
+        _dead_letter(rejection, item, channel=channel, content_type=part.content_type)
+        for part, judgement in zip(parts, judgements, strict=True)
+        for rejection, item in judgement.rejected
+    ]
+    with database.write() as connection:
+        stored = store_judged(connection, valid, channel=channel, content_type=None, now=now)
+        deadletters.add(connection, [*unreadable, *letters], received_at=now)
+    return IngestResult(
+        accepted=stored.accepted,
+        duplicates=stored.duplicates,
+        rejected=[rejection for judgement in judgements for rejection, _ in judgement.rejected],
+        stored=stored.stored,
+        duplicated=stored.duplicated,
+        rejected_labels=[(letter.source, letter.type) for letter in letters],
+    )

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from collector.ingest import judge
+from collector.unreported import resolve_arrived
 from core import audit, deadletters, jsoncodec
 from core.db import Database
 from core.errors import InvalidInput
@@ -80,6 +81,8 @@ def retry_dead_letter(
         else:
             batch = [event for _, event in judgement.valid]
             outcome = store_events(connection, batch, received_at=now)
+            if outcome.duplicates:  # a late delivery of a reconciled record
+                resolve_arrived(connection, [batch[i] for i in outcome.duplicates], now=now)
             seq = None
             if len(batch) == 1:
                 seq = connection.execute(

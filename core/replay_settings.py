@@ -25,8 +25,9 @@ PLACEHOLDERS = frozenset(
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def placeholders(template: str) -> set[str]:
-    """The ``{names}`` in a template; raises ValueError for an unknown or malformed one."""
+def placeholders(template: str, known: frozenset[str] = PLACEHOLDERS) -> set[str]:
+    """The ``{names}`` in a template; raises ValueError for one not in ``known`` or a malformed
+    one (also for the pull connectors' request templates)."""
     names = set()
     try:
         parsed = list(string.Formatter().parse(template))
@@ -35,9 +36,9 @@ def placeholders(template: str) -> set[str]:
     for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
-        if name not in PLACEHOLDERS or spec or conversion:
-            known = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
-            raise ValueError(f"names an unknown placeholder {{{name}}}; known: {known}")
+        if name not in known or spec or conversion:
+            listed = ", ".join("{" + p + "}" for p in sorted(known))
+            raise ValueError(f"names an unknown placeholder {{{name}}}; known: {listed}")
         names.add(name)
     return names
 

@@ -16,8 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.broker_settings import Brokers
 from core.durations import parse_duration
 from core.errors import ConfigError
+from core.mapping_settings import WebhookSettings
+from core.pull_settings import PullSettings
 from core.replay_settings import ReplaySettings
 from core.report_settings import ReportSettings
 
@@ -205,6 +208,23 @@ class Settings(BaseSettings):
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     #: the weekly KPI report: schedule and time zone, formats, keeping, e-mail and chat delivery
     reports: ReportSettings = Field(default_factory=ReportSettings)
+    #: POST /v1/webhooks/{preset}: your preset directories, signing secrets (docs/webhooks.md)
+    #: directories of your own mapping presets (<name>.yaml), searched before the built-in ones
+    #: by the webhooks, the pull connectors and the broker consumers (docs/mapping.md)
+    preset_dirs: list[Path] = Field(default_factory=list)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    #: pull connectors and reconciliations of source systems that cannot push (docs/pull.md)
+    pull: PullSettings = Field(default_factory=PullSettings)
+    #: message-broker consumers run by ``syncwatch consume`` (docs/brokers.md), by name
+    brokers: Brokers = Field(default_factory=dict)
+
+    @field_validator("preset_dirs")
+    @classmethod
+    def _directories(cls, value: list[Path]) -> list[Path]:
+        for directory in value:
+            if not directory.is_dir():
+                raise ValueError(f"{directory} is not a directory")
+        return value
 
     @field_validator("log_level")
     @classmethod

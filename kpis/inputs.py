@@ -67,8 +67,13 @@ def _types(flow_types: Sequence[FlowType]) -> list[str]:
 
 
 def _not_withdrawn() -> Any:
-    """Operator findings are resolved by syncwatch only when the events no longer raise them."""
-    return sa.or_(findings.c.resolved_by.is_(None), findings.c.resolved_by != SYSTEM_ACTOR)
+    """Operator findings are resolved by syncwatch only when the events no longer raise them;
+    except ``unreported_record``, which syncwatch resolves when the late delivery arrives."""
+    return sa.or_(
+        findings.c.resolved_by.is_(None),
+        findings.c.resolved_by != SYSTEM_ACTOR,
+        findings.c.kind == "unreported_record",
+    )
 
 
 def load_due(

@@ -18,6 +18,8 @@ import syncwatch
 from alerts.replays import Replayer
 from alerts.routes import router as alerts_router
 from collector.routes import router as collector_router
+from collector.webhooks import load_presets
+from collector.webhooks import router as webhooks_router
 from core.apikeys import KeyVerifier
 from core.db import Database
 from core.errors import StoreUnavailable, SyncwatchError
@@ -68,6 +70,9 @@ def create_app(
     ``flows`` configuration raises ConfigError here, before anything starts. ``replayer`` sends
     the replays (tests pass one with their own transport); by default one from the settings."""
     flow_types = configured_flow_types(settings.flows)
+    presets = load_presets(
+        settings.webhooks, settings.preset_dirs
+    )  # a bad mapping preset stops start-up here
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
     registry = CollectorRegistry()
@@ -115,8 +120,10 @@ def create_app(
     app.state.registry = registry
     app.state.instruments = instruments
     app.state.replayer = replayer
+    app.state.presets = presets
 
     app.include_router(collector_router)
+    app.include_router(webhooks_router)
     app.include_router(probes_router)
     app.include_router(kpis_router)
     app.include_router(reports_router)

@@ -344,6 +344,65 @@ def _print_replay(status: int, body: dict[str, Any]) -> None:
 
 
 @app.command()
+def consume(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="The consumers to run, by name (default: every configured one)."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve this process's metrics on this port."),
+    ] = None,
+) -> None:
+    """Run the message-broker consumers of the brokers: section (docs/brokers.md) in the
+    foreground until SIGTERM or Ctrl-C. Each batch is acknowledged after it is stored; on stop the
+    batch in hand is finished, then the connections are closed."""
+    import signal
+    import threading
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from collector.brokers.runner import choose, contexts, start
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)  # its DEBUG is per frame
+    chosen = choose(settings.brokers, names or [])
+    database = _database(settings)
+    stop = threading.Event()
+    registry = CollectorRegistry()
+    try:
+        made = contexts(
+            chosen,
+            database,
+            stop,
+            registry,
+            utc_now,
+            sources=list(settings.sources),
+            preset_dirs=settings.preset_dirs,
+        )
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr=settings.host, registry=registry)
+
+        def _stop(signum: int, _frame: Any) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        threads = start(made)
+        err_console.print(f"syncwatch consuming from {', '.join(chosen)}; SIGTERM or Ctrl-C stops")
+        while not stop.wait(0.5):
+            pass
+        for thread in threads:
+            thread.join(timeout=60)  # the batch in hand; unacknowledged messages are redelivered
+    finally:
+        database.dispose()
+    err_console.print("syncwatch consumers stopped")
+
+
+@app.command()
 def report(
     week: Annotated[
         str | None,
@@ -402,6 +461,52 @@ def report(
         path = out / file_name(str(chosen), fmt)
         path.write_bytes(contents[fmt])
         typer.echo(str(path))
+
+
+@app.command()
+def pull(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A connector or reconciliation of pull: (default: every enabled one)."),
+    ] = None,
+) -> None:
+    """One cycle now of the pull connectors and reconciliations (docs/pull.md): page through
+    each source from its stored cursor and store what it lists. Exits 1 when any failed."""
+    from collector.pull import plan, run_now
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        planned = plan(settings.pull, name, settings.preset_dirs)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="NAME") from None
+    if not planned:
+        console.print("no pull connector or reconciliation is configured (pull: in the settings)")
+        return
+    database = _database(settings)
+    try:
+        reports = run_now(database, planned, clock=utc_now)
+    finally:
+        database.dispose()
+    table = Table(
+        "name", "kind", "pages", "accepted", "duplicates", "rejected", "findings", "error"
+    )
+    for item in reports:
+        table.add_row(
+            item.name,
+            item.kind,
+            str(item.pages),
+            str(item.accepted),
+            str(item.duplicates),
+            str(item.rejected),
+            str(item.findings),
+            escape(item.error or ""),
+        )
+    console.print(table)
+    if any(item.error for item in reports):
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

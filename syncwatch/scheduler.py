@@ -13,6 +13,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from alerts.receiver import process_pending
 from alerts.replays import Replayer
+from collector.pull_jobs import add_pull_jobs
 from core.db import Database
 from core.instruments import Instruments
 from core.settings import Settings
@@ -88,4 +89,7 @@ def make_scheduler(
     if settings.reports.enabled:
         # weekly, in reports.timezone; claimed in the database, so it runs once over all replicas
         add_weekly_report_job(scheduler, database, settings.reports, flow_types, settings.sources)
+    if settings.pull.enabled:
+        # each pull connector and reconciliation every interval, claimed once over all replicas
+        add_pull_jobs(scheduler, database, settings.pull, clock, settings.preset_dirs)
     return scheduler

@@ -11,8 +11,6 @@ run's outcome and the delivery's are recorded on that row. Making the report is 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,13 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 
 from core.db import Database
+from core.jobruns import claim, finish, replica_name
 from core.report_settings import ReportSettings
 from core.settings import SourceSettings
-from core.tables import job_runs
 from core.web import Clock, utc_now
 from kpis.reports import store
 from kpis.reports.deliver import Sleep, deliver
@@ -64,40 +60,6 @@ def latest_slot(settings: ReportSettings, now: datetime) -> datetime:
         candidate = cron.get_next_fire_time(candidate, candidate + timedelta(seconds=1))
     assert slot is not None  # a weekly trigger fires within any 8 days
     return slot
-
-
-def replica_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:255]
-
-
-def claim(
-    connection: Connection, job: str, scheduled_for: datetime, *, by: str, now: datetime
-) -> bool:
-    """Insert the run's row; True when this caller inserted it (and so does the work)."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(job_runs)
-        .values(job=job, scheduled_for=scheduled_for, claimed_by=by, claimed_at=now)
-        .on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
-        .returning(job_runs.c.job)
-    )
-    return connection.execute(statement).first() is not None
-
-
-def finish(
-    connection: Connection,
-    job: str,
-    scheduled_for: datetime,
-    *,
-    outcome: str,
-    details: dict[str, Any],
-    now: datetime,
-) -> None:
-    connection.execute(
-        job_runs.update()
-        .where(job_runs.c.job == job, job_runs.c.scheduled_for == scheduled_for)
-        .values(finished_at=now, outcome=outcome, details=details)
-    )
 
 
 def _claim_with_retries(
