@@ -124,6 +124,25 @@ def dashboard(
     raise typer.Exit(code=code)
 
 
+@app.command()
+def demo(
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="The API's port (default: 8080).")
+    ] = None,
+    dashboard_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="The dashboard's port.")
+    ] = 8501,
+) -> None:
+    """Everything at once on the data directory's SQLite database: keys, the API and scheduler,
+    the dashboard, the simulator, and Prometheus and Alertmanager when installed (Ctrl-C stops
+    it all; docs/getting-started.md)."""
+    from syncwatch import demo as demo_module
+
+    settings = _settings()
+    code = demo_module.run(settings, api_port=port or settings.port, dashboard_port=dashboard_port)
+    raise typer.Exit(code=code)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the Alembic migrations."""
@@ -507,6 +526,66 @@ def pull(
     console.print(table)
     if any(item.error for item in reports):
         raise typer.Exit(code=1)
+
+
+@app.command()
+def simulate(
+    api_url: Annotated[
+        str | None,
+        typer.Option(envvar="SYNCWATCH_API_URL", help="The syncwatch API to send events to."),
+    ] = None,
+    firm: Annotated[str, typer.Option(help="small, medium or large.")] = "medium",
+    seed: Annotated[int, typer.Option(help="Same seed, same traffic.")] = 42,
+    backfill_weeks: Annotated[float, typer.Option(min=0, max=104)] = 8,
+    speed: Annotated[
+        float, typer.Option(min=1, help="Simulated seconds per real second, live.")
+    ] = 3600,
+    fault_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.1,
+    middleware_port: Annotated[int, typer.Option(min=0, max=65535)] = 8091,
+    out: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="Write the backfill as NDJSON and exit.")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Stop after the backfill.")] = False,
+) -> None:
+    """Play a professional-services firm's CLM, middleware and ERP traffic, with faults, through
+    the ingest API (key from SYNCWATCH_INGEST_KEY): weeks of history, then live traffic at a
+    compressed clock until Ctrl-C; a fake middleware answers replays (docs/simulator.md)."""
+    import os
+
+    from syncwatch.simulator.firm import firm_profile
+    from syncwatch.simulator.run import Options, write_backfill
+    from syncwatch.simulator.run import simulate as run_simulation
+    from syncwatch.simulator.sender import SendFailed
+
+    try:
+        profile = firm_profile(firm, fault_rate)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--firm") from None
+    options = Options(profile, seed, backfill_weeks, speed, middleware_port, once)
+    if out is not None:
+        count = write_backfill(options, out)
+        typer.echo(f"simulator: {count} events written to {out}")
+        return
+    key = os.environ.get("SYNCWATCH_INGEST_KEY")
+    if not api_url or not key:
+        err_console.print(
+            "[red]error:[/] set --api-url (or SYNCWATCH_API_URL) and SYNCWATCH_INGEST_KEY "
+            "(a key with the ingest role), or write a file with --out"
+        )
+        raise typer.Exit(code=2)
+
+    def announce(line: str) -> None:
+        typer.echo(line)
+        sys.stdout.flush()
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        run_simulation(options, api_url, key, announce=announce)
+    except KeyboardInterrupt:  # stopped during the backfill: a clean stop all the same
+        return
+    except (OSError, SendFailed) as error:  # the middleware port is taken, the API is down
+        err_console.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(code=1) from None
 
 
 def main() -> None:
