@@ -22,6 +22,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+# Debian's docker-compose (1.29): tests/integration/test_compose.py validates docker-compose.yml with
+# `docker-compose config`, which needs no engine. Without its recommended docker.io: no Docker
+# engine is installed (nor started) here.
+if ! dpkg-query -W -f='${Status}' docker-compose 2>/dev/null | grep -q "install ok installed"; then
+  echo "setup: installing docker-compose"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
