@@ -179,6 +179,50 @@ class SloSettings(BaseModel):
         return value
 
 
+#: The shortest ``retention.closed_flows``.
+MIN_CLOSED_FLOWS = timedelta(days=90)
+
+
+class RetentionSettings(BaseModel):
+    """What the scheduler deletes once a day, at ``hour``:``minute`` UTC (core/retention.py,
+    docs/deployment.md). Durations such as ``400d``; None keeps for ever."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    hour: int = Field(default=3, ge=0, le=23)
+    minute: int = Field(default=17, ge=0, le=59)
+    #: correlation IDs whose every flow ended longer ago than this go whole, events included;
+    #: None (the default) keeps every flow and event
+    closed_flows: timedelta | None = None
+    #: dead letters re-ingested successfully, this long after the retry (pending ones stay)
+    retried_dead_letters: timedelta | None = timedelta(days=30)
+    #: Alertmanager deliveries of alerts resolved and handled, this long after they arrived
+    alert_deliveries: timedelta | None = timedelta(days=90)
+    #: finished runs of the claimed jobs (weekly report, pull, retention)
+    job_runs: timedelta | None = timedelta(days=90)
+    #: correlation IDs deleted per transaction
+    batch_correlations: int = Field(default=500, ge=1, le=10_000)
+
+    @field_validator(
+        "closed_flows", "retried_dead_letters", "alert_deliveries", "job_runs", mode="before"
+    )
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("closed_flows")
+    @classmethod
+    def _not_into_kpi_windows(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < MIN_CLOSED_FLOWS:
+            raise ValueError(
+                f"must be at least {MIN_CLOSED_FLOWS.days}d: a shorter horizon would delete flows "
+                "that the 30-day KPI windows, the burn-rate alerts and the weekly report's 8-week "
+                "trend still count"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -217,6 +261,8 @@ class Settings(BaseSettings):
     pull: PullSettings = Field(default_factory=PullSettings)
     #: message-broker consumers run by ``syncwatch consume`` (docs/brokers.md), by name
     brokers: Brokers = Field(default_factory=dict)
+    #: what the scheduler deletes once a day (docs/deployment.md, Retention)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("preset_dirs")
     @classmethod

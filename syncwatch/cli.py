@@ -28,7 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+db_app = typer.Typer(help="The store's schema and retention.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
@@ -151,6 +151,29 @@ def db_upgrade() -> None:
     settings = _settings()
     database = _database(settings)
     console.print(f"database at revision {current_revision(database)}")
+    database.dispose()
+
+
+@db_app.command("prune")
+def db_prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
+) -> None:
+    """Apply the retention rules now (the `retention` settings; serve does it once a day)."""
+    from core.retention import prune, record
+
+    settings = _settings()
+    database = _database(settings)
+    now = utc_now()
+    pruned = prune(database, settings.retention, now, dry_run=dry_run)
+    if not dry_run:
+        with database.write() as connection:
+            record(connection, pruned, actor=_cli_actor(), now=now)
+    table = Table("", "would be deleted" if dry_run else "deleted")
+    for name, count in pruned.as_dict().items():
+        table.add_row(name.replace("_", " "), str(count))
+    console.print(table)
     database.dispose()
 
 

@@ -1,8 +1,9 @@
 """The in-process scheduler of ``syncwatch serve``: probe cycles every few seconds, each followed
 by the replays' follow-up and the automatic replays Alertmanager asked for (those the receiver's
-background task did not finish), and with ``tracing.enabled`` the export of flow traces. Several
-replicas may each run one: the probe runner claims each cycle in the database, each alert delivery
-and each replay is claimed in the database too (a trace exported twice repeats the same IDs)."""
+background task did not finish), with ``tracing.enabled`` the export of flow traces, and once a day
+the retention run. Several replicas may each run one: the probe runner claims each cycle in the
+database, each alert delivery, each replay and each retention run is claimed in the database too (a
+trace exported twice repeats the same IDs)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import logging
 from collections.abc import Sequence
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from alerts.receiver import process_pending
 from alerts.replays import Replayer
 from collector.pull_jobs import add_pull_jobs
 from core.db import Database
 from core.instruments import Instruments
-from core.settings import Settings
+from core.retention import retention_job
+from core.settings import RetentionSettings, Settings
 from core.web import Clock, utc_now
 from kpis.reports.schedule import add_weekly_report_job
 from probes.flowtypes import FlowType
@@ -46,6 +49,10 @@ def probe_job(
     if replayer is not None:
         replayer.follow_up(clock())
         process_pending(database, replayer, clock)
+
+
+def daily_retention_job(database: Database, settings: RetentionSettings, clock: Clock) -> None:
+    retention_job(database, settings, clock())
 
 
 def make_scheduler(
@@ -92,4 +99,20 @@ def make_scheduler(
     if settings.pull.enabled:
         # each pull connector and reconciliation every interval, claimed once over all replicas
         add_pull_jobs(scheduler, database, settings.pull, clock, settings.preset_dirs)
+    if settings.retention.enabled:
+        # daily at retention.hour:minute UTC; claimed once over all replicas
+        scheduler.add_job(
+            daily_retention_job,
+            CronTrigger(
+                hour=settings.retention.hour,
+                minute=settings.retention.minute,
+                second=0,
+                timezone="UTC",
+            ),
+            args=(database, settings.retention, clock),
+            id="retention",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=6 * 3600,
+        )
     return scheduler
