@@ -160,6 +160,13 @@ def _remove_correlations(
     )
 
 
+def _without_jit(connection: Connection) -> None:
+    """PostgreSQL compiles the grouped search with its JIT (its estimate is far above the real
+    cost), which took 0.38 s of a 0.39 s batch on 100,000 flows: off for this transaction."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SET LOCAL jit = off"))
+
+
 def prune(
     database: Database, settings: RetentionSettings, now: datetime, *, dry_run: bool = False
 ) -> Pruned:
@@ -171,6 +178,7 @@ def prune(
         after = ""
         while True:
             with database.write() as connection:
+                _without_jit(connection)
                 batch = closed_correlations(
                     connection, horizon, after=after, limit=settings.batch_correlations
                 )
