@@ -7,8 +7,9 @@ probe cycle) and starts, each as a child process in its own process group with i
 ``demo/logs``: the API with its scheduler (``syncwatch serve``), the simulator (``syncwatch
 simulate``), the dashboard (``syncwatch dashboard``) and, when Debian's binaries are installed,
 Prometheus with the shipped rules and Alertmanager with the shipped routing. It prints the URLs and
-the keys, waits, and on Ctrl-C or SIGTERM ends every child (SIGTERM to its group, SIGKILL after a
-timeout) and exits 0."""
+the keys, has the last complete week's report made once the probes have caught up with the
+simulator's backfill, waits, and on Ctrl-C or SIGTERM ends every child (SIGTERM to its group,
+SIGKILL after a timeout) and exits 0."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Any, TextIO
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 import alerts as alerts_package
 from core import apikeys, audit
@@ -38,6 +40,7 @@ from core.errors import SyncwatchError
 from core.roles import Role
 from core.settings import ENV_PREFIX, Settings, load_yaml
 from core.web import utc_now
+from kpis.reports.week import last_complete_week
 from syncwatch.simulator.firm import firm_profile
 
 #: The keys the demo makes, one per role, in the order it prints them.
@@ -62,6 +65,9 @@ DEFAULT_MIDDLEWARE_PORT = 8091
 BACKFILL_WEEKS = 8.0
 STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
+#: How long after the backfill the demo waits for the probes to catch up before it makes the
+#: latest complete week's report.
+REPORT_TIMEOUT = 300.0
 
 
 class DemoError(SyncwatchError):
@@ -390,6 +396,8 @@ class Demo:
     urls: dict[str, str] = field(default_factory=dict)
 
     backfill_weeks: float = BACKFILL_WEEKS
+    #: the keys by role, once made
+    keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def home(self) -> Path:
@@ -414,7 +422,7 @@ class Demo:
         previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         code = 0
         try:
-            keys = self.prepare()
+            keys = self.keys = self.prepare()
             self.start(keys)
             self.report(keys)
             code = self.wait()
@@ -633,6 +641,7 @@ class Demo:
     def wait(self) -> int:
         """Until a signal; 1 when the API exits by itself (the others are reported)."""
         backfill_seen = False
+        report_due: float | None = None  # the monotonic time to give up on the week's report
         saved = time.monotonic()
         while True:
             time.sleep(0.5)
@@ -643,7 +652,13 @@ class Demo:
                 line = self.backfilled()
                 if line is not None:
                     backfill_seen = True
+                    report_due = time.monotonic() + REPORT_TIMEOUT
                     self.say(f"demo: {line}")
+            elif report_due is not None:
+                said = self.make_last_weeks_report(give_up=time.monotonic() > report_due)
+                if said is not None:
+                    report_due = None
+                    self.say(f"demo: {said}")
             for child in self.children:
                 if child.process.poll() is None or child.reported:
                     continue
@@ -654,6 +669,41 @@ class Demo:
                 )
                 if child.essential:
                     return 1
+
+    def make_last_weeks_report(self, *, give_up: bool = False) -> str | None:
+        """After the backfill, once the probes have processed every stored event: the latest
+        complete week's report in every configured format, asked of the API as a reader would
+        (a complete week not kept yet is made and kept), so that the dashboard's Reports page has
+        one on first start, not only after the next weekly run. None while the probes are still
+        catching up; else what to tell the user."""
+        api_url = self.urls["API"]
+        reports = self.settings.reports
+        week = last_complete_week(utc_now(), reports.tz)
+        headers = {"Authorization": f"Bearer {self.keys[Role.VIEWER.value]}"}
+        try:
+            with httpx.Client(base_url=api_url, headers=headers, timeout=120) as client:
+                if probe_lag(client.get("/metrics").text) and not give_up:
+                    return None
+                for fmt in reports.formats:
+                    answer = client.get(f"/v1/reports/{week}.{fmt}")
+                    if answer.status_code != 200:
+                        return (
+                            f"the report of {week} could not be made "
+                            f"({answer.status_code}: {answer.text[:200]})"
+                        )
+        except httpx.TransportError as error:
+            return f"the report of {week} could not be made: {error}"
+        where = self.urls.get("dashboard", api_url)
+        return f"the weekly report of {week} is ready: {where}/reports"
+
+
+def probe_lag(metrics: str) -> float:
+    """``syncwatch_probe_lag_events`` from a ``/metrics`` answer (the stored events the probes
+    have not processed yet); infinity when it is missing."""
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "syncwatch_probe_lag_events":
+            return float(family.samples[0].value)
+    return float("inf")
 
 
 def _line_starting(path: Path, prefix: str) -> str | None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ import yaml
 
 from core.apikeys import lookup
 from core.db import Database
+from kpis.reports.week import last_complete_week
 from syncwatch import demo
 from tests.support.servers import SYNCWATCH, free_port, syncwatch_env, tail
 
@@ -206,6 +208,18 @@ def test_demo_runs_everything_within_a_minute_and_ctrl_c_leaves_nothing(
         assert time.monotonic() < replay_deadline, f"the replay did not become effective: {replay}"
         time.sleep(0.5)
         replay = httpx.get(f"{api}/v1/replays/{replay['id']}", headers=oncall).json()
+
+    # the latest complete week's report is made once the probes have caught up with the backfill,
+    # so that the dashboard's Reports page has one on first start
+    week = str(last_complete_week(datetime.now(UTC), ZoneInfo("UTC")))
+    report_deadline = time.monotonic() + BUDGET
+    while f"the weekly report of {week} is ready" not in _printed(out):
+        assert time.monotonic() < report_deadline, _printed(out)
+        time.sleep(0.5)
+    kept = viewer.get("/v1/reports").json()["items"]
+    assert [(item["week"], sorted(item["formats"])) for item in kept] == [
+        (week, ["html", "md", "pdf"])
+    ]
 
     for page in ("API docs", "metrics"):  # the printed URLs answer
         assert httpx.get(urls[page], timeout=10).status_code == 200, page
