@@ -6,12 +6,12 @@ is done, and audited, as that person, with the API's roles."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import streamlit as st
 
-from dashboard import loaders
+from dashboard import loaders, tables
 from dashboard.client import (
     ApiClient,
     ApiError,
@@ -101,3 +101,11 @@ def flash() -> None:
     message = st.session_state.pop(FLASH, None)
     if message:
         st.success(message)
+
+
+def table(items: Iterable[Mapping[str, Any]], columns: Sequence[str], *, key: str) -> None:
+    """The items' ``columns`` as a table people read (dashboard/tables.py)."""
+    config: dict[str, Any] = dict(tables.headers(columns))
+    if "age_seconds" in config:
+        config["age_seconds"] = st.column_config.NumberColumn(config["age_seconds"], format="%.1f")
+    st.dataframe(tables.rows(items, columns), hide_index=True, key=key, column_config=config)

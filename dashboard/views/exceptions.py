@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import loaders, tiles, ui
 from dashboard.client import ApiClient
+from dashboard.tables import when
 
 #: Queue -> the role that acts on it (flows.md, api.md).
 QUEUES = {
@@ -75,8 +76,7 @@ def show_queue(queue: str, status: str, summary: dict[str, Any], items: list[Any
     if not items:
         st.info(f"No {status} findings in {queue}.")
         return
-    rows = [{name: item.get(name) for name in COLUMNS} for item in items]
-    st.dataframe(rows, hide_index=True, key=f"queue_{queue}")
+    ui.table(items, COLUMNS, key=f"queue_{queue}")
     actions(queue, items)
 
 
@@ -95,7 +95,7 @@ def page() -> None:
         if answer is None:
             return
         listed[queue] = answer["items"]
-    st.caption(f"Open findings and their age as of {summary['as_of']}.")
+    st.caption(f"Open findings and their age as of {when(summary['as_of'])}.")
     labels = [f"{queue} ({summary['exceptions'][queue]['open']} open)" for queue in QUEUES]
     for queue, tab in zip(QUEUES, st.tabs(labels), strict=True):
         with tab:

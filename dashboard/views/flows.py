@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import charts, loaders, ui
+from dashboard.tables import money, when
 
 STATES = ("stuck", "open", "complete", "cancelled")
 SORTS = {"age": "Age (oldest first)", "value_at_risk": "Value at risk (largest first)"}
@@ -43,12 +44,11 @@ def listing() -> list[dict[str, Any]]:
         return []
     items: list[dict[str, Any]] = answer["items"]
     total = answer["total"]
-    st.caption(f"{total} {state} flows as of {answer['as_of']}; page {page_number}.")
+    st.caption(f"{total} {state} flows as of {when(answer['as_of'])}; page {page_number}.")
     if not items:
         st.info(f"No {state} flows" + (" on this page." if total else " yet."))
         return []
-    rows = [{name: item.get(name) for name in COLUMNS} for item in items]
-    st.dataframe(rows, hide_index=True, key="flows_table")
+    ui.table(items, COLUMNS, key="flows_table")
     return items
 
 
@@ -59,24 +59,19 @@ def detail(flow_id: str) -> None:
     st.subheader(flow_id)
     facts = {
         "state": flow.get("state"),
-        "T0": flow.get("t0"),
-        "deadline": flow.get("deadline_at"),
+        "T0": when(flow.get("t0"), seconds=True),
+        "deadline": when(flow.get("deadline_at")),
         "stuck stage": flow.get("stuck_stage"),
         "queue": flow.get("queue"),
-        "value at risk": f"{flow['value_at_risk']} {flow.get('currency') or ''}".strip()
+        "value at risk": f"{money(flow['value_at_risk'])} {flow.get('currency') or ''}".strip()
         if flow.get("value_at_risk")
         else None,
     }
     st.dataframe([facts], hide_index=True, key="flow_facts")
     if flow.get("stages"):
         st.plotly_chart(charts.flow_timeline(flow), key="flow_timeline")
-        st.dataframe(
-            [
-                {name: row.get(name) for name in ("stage", "deadline_at", "reached_at", "status")}
-                for row in flow["stages"]
-            ],
-            hide_index=True,
-            key="flow_stages",
+        ui.table(
+            flow["stages"], ("stage", "deadline_at", "reached_at", "status"), key="flow_stages"
         )
     for title, name, columns in (
         ("Events", "events", ("time", "type", "source", "event_id")),
@@ -86,8 +81,7 @@ def detail(flow_id: str) -> None:
         rows = flow.get(name) or []
         st.markdown(f"**{title}** ({len(rows)})")
         if rows:
-            table = [{column: row.get(column) for column in columns} for row in rows]
-            st.dataframe(table, hide_index=True, key=f"flow_{name}")
+            ui.table(rows, columns, key=f"flow_{name}")
 
 
 def page() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import charts, loaders, tiles, ui
+from dashboard.tables import when
 
 WINDOWS = ("24h", "7d", "30d", "90d")
 DEFAULT_WINDOW = "7d"
@@ -177,8 +178,9 @@ def draw(reads: Reads) -> None:
     previous = ui.load(reads.previous)
     window = current["window"]
     st.caption(
-        f"As of {current['as_of']}, window ({window['start']}, {window['end']}]; "
-        f"changes against the previous period, as of {z(previous_as_of(params, current))}."
+        f"As of {when(current['as_of'])}: the last {params['window']}, from "
+        f"{when(window['start'])} to {when(window['end'])}, with changes against the "
+        f"{params['window']} before (as of {when(z(previous_as_of(params, current)))})."
     )
     if not tiles.has_data(current):
         st.info("No data yet: no flow is due, completed or open in this window and filter.")

@@ -67,11 +67,7 @@ def history() -> None:
     if not items:
         st.info("No replays yet.")
         return
-    st.dataframe(
-        [{name: item.get(name) for name in COLUMNS} for item in items],
-        hide_index=True,
-        key="replays_table",
-    )
+    ui.table(items, COLUMNS, key="replays_table")
 
 
 def page() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import loaders, ui
+from dashboard.tables import when
 
 MEDIA = {"html": "text/html", "md": "text/markdown", "pdf": "application/pdf"}
 #: Formats shown in the page, preferred first (a PDF is only downloaded).
@@ -24,7 +25,7 @@ def downloads(items: list[dict[str, Any]]) -> None:
     for item in items:
         week = item["week"]
         columns = st.columns(len(MEDIA) + 1)
-        columns[0].markdown(f"**{week}**  \ngenerated {item.get('generated_at') or '?'}")
+        columns[0].markdown(f"**{week}**  \nmade {when(item.get('generated_at')) or '?'}")
         for column, fmt in zip(columns[1:], item.get("formats") or [], strict=False):
             column.download_button(
                 f"{week}.{fmt}",

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from core.db import Database
+from dashboard.tables import when
 from tests.support.browser import (
     CHROMEDRIVER,
     CHROMIUM,
@@ -128,7 +129,7 @@ def test_the_browser_shows_the_kpis_of_the_api(
     assert shown["Setup cycle time p50"] == "10.00 h"
     assert shown["Billing lag p50"] == "—"  # null: never shown as 0
     # The caption names the same instant and window the API answered for.
-    assert f"As of {now['as_of']}, window ({now['window']['start']}" in body
+    assert f"As of {when(now['as_of'])}: the last 7d, from {when(now['window']['start'])}" in body
     assert "Error" not in body and "Traceback" not in body, body[:2000]
     assert screenshot.stat().st_size > 20_000  # a drawn page, not Streamlit's empty shell
 

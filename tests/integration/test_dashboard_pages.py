@@ -272,7 +272,7 @@ def test_no_data_yet_is_said_and_null_kpis_are_not_zero(
 def test_the_flows_page_lists_stuck_flows_and_shows_one(world: World) -> None:
     at = run_app("views/flows.py")
     stuck = sum(f["stuck"] for f in world.get("/v1/kpis", as_of=z(AS_OF))["flows"].values())
-    assert at.caption[0].value.startswith(f"{stuck} stuck flows as of 2026-11-10T00:00:00Z")
+    assert at.caption[0].value.startswith(f"{stuck} stuck flows as of 2026-11-10 00:00 UTC")
     # Oldest first: C (T0 Nov 6), then B (T0 Nov 9).
     assert list(at.dataframe[0].value["flow_id"]) == [
         "contract_onboarding:Q2C-C",
@@ -282,6 +282,15 @@ def test_the_flows_page_lists_stuck_flows_and_shows_one(world: World) -> None:
     api = world.get("/v1/flows", state="stuck", sort="value_at_risk")
     assert api["items"][0]["flow_id"] == "contract_onboarding:Q2C-B"  # 5000.00 before 2000.00
     assert list(at.dataframe[0].value["flow_id"]) == [item["flow_id"] for item in api["items"]]
+    # read as people read them: money exact with separators, ages in days
+    table = at.dataframe[0].value
+    assert list(table["value_at_risk"]) == [
+        f"{Decimal(item['value_at_risk']):,.2f}" for item in api["items"]
+    ]
+    assert table["value_at_risk"].iloc[0] == "5,000.00"
+    assert list(table["age_seconds"]) == [
+        round(item["age_seconds"] / 86400, 1) for item in api["items"]
+    ]
     at.text_input(key="flow_id").input("contract_onboarding:Q2C-B").run()
     assert not at.exception
     assert at.subheader[0].value == "contract_onboarding:Q2C-B"

@@ -1,0 +1,101 @@
+"""The API's items as table rows people read, without I/O: instants as ``2026-12-04 17:02 UTC``
+(sorting the text sorts by time), ages in days with one decimal (a number, so a click on the
+column sorts it), amounts of money with thousands separators and their 2 decimals (text from the
+API's decimal string, never through a float), aging buckets as on the tiles (``< 1 d``), nothing
+shown for a missing value. The rows keep the API's field names; the column headers people see
+are in ``HEADERS``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from dashboard.tiles import AGING
+
+#: Column headers, by the API's field name (a field not listed is shown under its own name).
+HEADERS = {
+    "flow_id": "Flow",
+    "state": "State",
+    "stuck_stage": "Stuck at",
+    "queue": "Queue",
+    "age_seconds": "Age (days)",
+    "value_at_risk": "Value at risk",
+    "currency": "Currency",
+    "legal_entity": "Legal entity",
+    "region": "Region",
+    "service_line": "Service line",
+    "id": "ID",
+    "kind": "Kind",
+    "stage": "Stage",
+    "opened_at": "Opened",
+    "aging": "Aging",
+    "acknowledged_by": "Acknowledged by",
+    "assignee": "Assignee",
+    "resolved_at": "Resolved",
+    "resolved_by": "Resolved by",
+    "requested_at": "Requested",
+    "requested_by": "Requested by",
+    "trigger": "Trigger",
+    "reason": "Reason",
+    "outcome": "Outcome",
+    "refusal": "Refusal",
+    "moved": "Moved",
+    "time": "Time",
+    "type": "Type",
+    "source": "Source",
+    "event_id": "Event ID",
+    "deadline_at": "Deadline",
+    "reached_at": "Reached",
+    "status": "Status",
+}
+#: Fields holding an RFC 3339 instant.
+INSTANTS = frozenset(
+    {"opened_at", "resolved_at", "requested_at", "time", "deadline_at", "reached_at"}
+)
+#: Fields whose instants are shown to the second (a flow's own timeline, read by on-call).
+SECONDS = frozenset({"time", "reached_at"})
+SECONDS_A_DAY = 86_400
+
+
+def when(value: str | None, *, seconds: bool = False) -> str:
+    """An RFC 3339 instant in UTC, to the minute (or the second); "" for None."""
+    if not value:
+        return ""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def money(amount: str | None) -> str:
+    """``146500.00`` as ``146,500.00``, exactly; "" for None."""
+    if amount is None:
+        return ""
+    return f"{Decimal(amount):,.2f}"
+
+
+def days(seconds: float | None) -> float | None:
+    """An age in seconds as days, to one decimal."""
+    return None if seconds is None else round(seconds / SECONDS_A_DAY, 1)
+
+
+def cell(name: str, value: Any) -> Any:
+    if name in INSTANTS:
+        return when(value, seconds=name in SECONDS)
+    if name == "age_seconds":
+        return days(value)
+    if name == "value_at_risk":
+        return money(value)
+    if name == "aging":
+        return AGING.get(value, value or "")
+    return "" if value is None else value
+
+
+def rows(items: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """``columns`` of each item, shown as people read them."""
+    return [{name: cell(name, item.get(name)) for name in columns} for item in items]
+
+
+def headers(columns: Sequence[str]) -> dict[str, str]:
+    """The header of each column, for ``st.dataframe(column_config=...)``."""
+    return {name: HEADERS.get(name, name) for name in columns}
