@@ -203,13 +203,20 @@ def kpi_groups(
     flow_types: Sequence[FlowType], answers: Sequence[Mapping[str, Any]]
 ) -> tuple[KpiGroup, ...]:
     groups = [
-        KpiGroup(ft.name, tuple(line(m, answers) for m in _flow_metrics(ft))) for ft in flow_types
+        KpiGroup(heading(ft.name), tuple(line(m, answers) for m in _flow_metrics(ft)))
+        for ft in flow_types
     ]
-    groups.append(KpiGroup("business", tuple(line(m, answers) for m in _business_metrics(answers))))
+    groups.append(KpiGroup("Business", tuple(line(m, answers) for m in _business_metrics(answers))))
     groups.append(
-        KpiGroup("exception queues", tuple(line(m, answers) for m in _queue_metrics(answers)))
+        KpiGroup("Exception queues", tuple(line(m, answers) for m in _queue_metrics(answers)))
     )
     return tuple(groups)
+
+
+def heading(flow_type: str) -> str:
+    """A flow type's name as a heading people read: ``contract_onboarding`` -> ``Contract
+    onboarding``."""
+    return flow_type.replace("_", " ").capitalize()
 
 
 def stuck_flow(summary: FlowSummary) -> StuckFlow:
