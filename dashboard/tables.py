@@ -45,7 +45,6 @@ HEADERS = {
     "time": "Time",
     "type": "Type",
     "source": "Source",
-    "event_id": "Event ID",
     "deadline_at": "Deadline",
     "reached_at": "Reached",
     "status": "Status",

@@ -74,7 +74,7 @@ def detail(flow_id: str) -> None:
             flow["stages"], ("stage", "deadline_at", "reached_at", "status"), key="flow_stages"
         )
     for title, name, columns in (
-        ("Events", "events", ("time", "type", "source", "event_id")),
+        ("Events", "events", ("time", "type", "source", "id")),
         ("Findings", "findings", ("id", "kind", "queue", "opened_at", "resolved_at", "assignee")),
         ("Replays", "replays", ("id", "requested_at", "requested_by", "reason", "outcome")),
     ):

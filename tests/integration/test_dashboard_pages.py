@@ -297,6 +297,10 @@ def test_the_flows_page_lists_stuck_flows_and_shows_one(world: World) -> None:
     assert len(at.get("plotly_chart")) == 1  # the timeline
     markdown = " ".join(m.value for m in at.markdown)
     assert "**Events** (2)" in markdown and "**Findings** (1)" in markdown
+    flow = world.get("/v1/flows/contract_onboarding:Q2C-B")
+    events = next(t.value for t in at.dataframe if "type" in t.value.columns)
+    assert list(events["id"]) == [event["id"] for event in flow["events"]]
+    assert list(events["source"]) == [event["source"] for event in flow["events"]]
 
 
 def test_the_queues_show_the_open_findings_and_aging_of_the_api(world: World) -> None:
