@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,6 +28,7 @@ from tests.support.browser import (
     tiles_ready,
     wait_until,
 )
+from tests.support.dashboard_expected import expected_tiles
 from tests.support.dashboard_world import AS_OF, TOKEN_ENV, World, running_world, z
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -49,50 +48,6 @@ def world(
     monkeypatch.setenv(TOKEN_ENV, "mule-token-for-the-browser-test")
     with running_world(tmp_path / "api", database_url, database) as running:
         yield running
-
-
-# --- the expected display, from the API's numbers (dashboard/tiles.py's formats) ---
-
-
-def pct(rate: float | None) -> str:
-    return "—" if rate is None else f"{Decimal(str(rate)) * 100:.2f}%"
-
-
-def hrs(seconds: float | None) -> str:
-    return "—" if seconds is None else f"{Decimal(str(seconds)) / 3600:.2f} h"
-
-
-def money(amount: str) -> str:
-    """Exact below 100,000; else 2 decimals (half up) of k, M, B or T, the first under 1,000."""
-    value = Decimal(amount)
-    if abs(value) < 100_000:
-        return f"{value:,.2f}"
-    for power, suffix in enumerate("kMBT", start=1):
-        shown = (value / Decimal(1000) ** power).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-        if abs(shown) < 1000 or suffix == "T":
-            break
-    return f"{shown:,.2f} {suffix}"
-
-
-def expected_tiles(now: dict[str, Any]) -> dict[str, str]:
-    flows = now["flows"]
-    expected = {
-        "Propagation success": pct(flows["contract_onboarding"]["success_rate"]),
-        "Amendment success": pct(flows["amendment_propagation"]["success_rate"]),
-        "Milestone billing on time": pct(flows["milestone_billing"]["success_rate"]),
-        "Open flows": str(sum(f["open"] for f in flows.values())),
-        "Stuck flows": str(sum(f["stuck"] for f in flows.values())),
-        "Invoice dispute rate": pct(now.get("invoice_dispute_rate")),
-    }
-    for flow_type, name in (
-        ("contract_onboarding", "Setup cycle time"),
-        ("milestone_billing", "Billing lag"),
-    ):
-        for p in ("p50", "p90"):
-            expected[f"{name} {p}"] = hrs(flows[flow_type]["duration_seconds"][p])
-    for currency, amount in now["revenue_at_risk"].items():
-        expected[f"Revenue at risk ({currency})"] = money(amount)
-    return expected
 
 
 def test_the_browser_shows_the_kpis_of_the_api(
