@@ -11,7 +11,6 @@ the test (never skips it).
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.prometheus import binary
+from tests.support.prometheus import binary, wait_ready
 from tests.support.servers import free_port, stop_process, tail
 
 ALERTMANAGER = "prometheus-alertmanager"
@@ -78,7 +77,7 @@ def running(
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(timeout=5) as client:
             try:
-                if not _wait_ready(client, url, process, timeout):
+                if not wait_ready(client, url, process, timeout, "Alertmanager"):
                     if "address already in use" in tail(log, 2000):
                         continue
                     raise AssertionError(
@@ -95,23 +94,3 @@ def running(
             finally:
                 stop_process(process)
     raise AssertionError(f"Alertmanager found no free port in 3 attempts\nlog:\n{tail(log)}")
-
-
-def _wait_ready(
-    client: httpx.Client, url: str, process: subprocess.Popen[bytes], timeout: float
-) -> bool:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            answer = client.get(f"{url}/-/ready")
-        except httpx.TransportError as error:
-            last = repr(error)
-        else:
-            if answer.status_code == 200:
-                return True
-            last = f"{answer.status_code} {answer.text[:200]}"
-        time.sleep(0.05)
-    raise AssertionError(f"Alertmanager at {url} not ready within {timeout}s: {last}")

@@ -335,7 +335,7 @@ def _started(
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(timeout=5) as client:
             try:
-                if not _wait_ready(client, url, process, timeout):
+                if not wait_ready(client, url, process, timeout):
                     if "address already in use" in tail(log, 2000):
                         continue
                     raise AssertionError(
@@ -349,10 +349,15 @@ def _started(
     raise AssertionError(f"Prometheus found no free port in 3 attempts\nlog:\n{tail(log)}")
 
 
-def _wait_ready(
-    client: httpx.Client, url: str, process: subprocess.Popen[bytes], timeout: float
+def wait_ready(
+    client: httpx.Client,
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    name: str = "Prometheus",
 ) -> bool:
-    """True once ``/-/ready`` answers 200; False when the process exited first."""
+    """True once ``/-/ready`` answers 200 (Prometheus and Alertmanager both have it); False when
+    the process exited first."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -367,7 +372,7 @@ def _wait_ready(
                 return True
             last = f"{answer.status_code} {answer.text[:200]}"
         time.sleep(0.05)
-    raise AssertionError(f"Prometheus at {url} not ready within {timeout}s: {last}")
+    raise AssertionError(f"{name} at {url} not ready within {timeout}s: {last}")
 
 
 def _unix(moment: float | datetime) -> float:
