@@ -20,6 +20,16 @@ from syncwatch.simulator.traffic import (
     stamp,
 )
 
+#: The faults that strike one stage (onboarding) or the first invoice, the first that applies.
+STAGE_FAULTS = ("data_error", "dead_letter", "middleware_failure", "stuck_stage")
+#: Those that leave a dead letter for a replay.
+DEAD_LETTERS = ("data_error", "dead_letter")
+
+
+def data_error(customer_id: str) -> str:
+    """Why the ERP refuses a record: data that no retry changes."""
+    return f"ERP refused the record: customer {customer_id} is blocked for posting (HTTP 422)"
+
 
 class ContractStory:
     """One contract and everything that follows from it: its events, faults included."""
@@ -103,13 +113,25 @@ class ContractStory:
         return event
 
     def integration(
-        self, outcome: str, step: str, when: datetime, execution: str, **data: Any
+        self,
+        outcome: str,
+        step: str,
+        when: datetime,
+        execution: str,
+        *,
+        refused: bool = False,
+        **data: Any,
     ) -> None:
+        """A middleware event; ``refused``: the ERP refused the record (a data error, which no
+        retry cures) rather than timing out."""
         payload: dict[str, Any] = {"step": step, "execution_id": execution, **data}
+        cause = data_error(self.customer_id) if refused else "ERP request timed out (HTTP 504)"
         if outcome == "failed":
-            payload.update(error="ERP request timed out (HTTP 504)", retryable=True)
+            payload.update(error=cause, retryable=not refused)
         elif outcome == "dead_lettered":
-            payload["error"] = "retries exhausted: ERP request timed out (HTTP 504)"
+            payload["error"] = (
+                f"not retryable: {cause}" if refused else f"retries exhausted: {cause}"
+            )
         self.emit(self.middleware, f"integration.{outcome}", when, payload)
 
     def stage_data(self, stage: str) -> dict[str, Any]:
@@ -163,10 +185,7 @@ class ContractStory:
         """The four onboarding stages; the activation time, or None when it never came."""
         rng = self.b.rng
         offsets = [self.b.hours(*USUAL_HOURS[stage]) for stage in ONBOARDING]
-        stage_fault = next(
-            (f for f in ("dead_letter", "middleware_failure", "stuck_stage") if f in self.faults),
-            None,
-        )
+        stage_fault = next((f for f in STAGE_FAULTS if f in self.faults), None)
         target = rng.randrange(len(ONBOARDING)) if stage_fault else -1
         missing = "missing_correlation" in self.faults
         shift = timedelta(0)
@@ -191,9 +210,16 @@ class ContractStory:
                 shift += retry
                 when += retry
                 execution = self.b.next_id("EXEC")
-            if index == target and stage_fault == "dead_letter":
-                self.integration("failed", stage, when, execution)
-                self.integration("dead_lettered", stage, when + self.b.hours(0.1, 0.5), execution)
+            if index == target and stage_fault in DEAD_LETTERS:
+                refused = stage_fault == "data_error"
+                self.integration("failed", stage, when, execution, refused=refused)
+                self.integration(
+                    "dead_lettered",
+                    stage,
+                    when + self.b.hours(0.1, 0.5),
+                    execution,
+                    refused=refused,
+                )
                 dead = (execution, when)
                 held.append(self.emit(self.erp, stage, when, self.stage_data(stage), deliver=False))
                 continue
@@ -209,7 +235,11 @@ class ContractStory:
         if dead is not None:
             execution, when = dead
             self.b.scenario.recoveries[execution] = Recovery(
-                self.middleware, held[0]["type"], self.corr, tuple(held)
+                self.middleware,
+                held[0]["type"],
+                self.corr,
+                tuple(held),
+                fails_again=int(stage_fault == "data_error"),
             )
             if rng.random() < 0.5:
                 return None  # nobody re-ran it: stuck on integration_oncall until a replay
@@ -235,10 +265,7 @@ class ContractStory:
     def milestone_billing(self, activated: datetime) -> None:
         rng = self.b.rng
         conflict = "amendment_conflict" in self.faults
-        stage_fault = next(
-            (f for f in ("dead_letter", "middleware_failure", "stuck_stage") if f in self.faults),
-            None,
-        )
+        stage_fault = next((f for f in STAGE_FAULTS if f in self.faults), None)
         invoice_fault = stage_fault if rng.random() < 0.4 else None
         amendment_at = None
         if rng.random() < 0.2 or conflict:
@@ -267,21 +294,32 @@ class ContractStory:
                 if rng.random() < 0.4:
                     continue
                 invoiced = completed_at + DEADLINES["invoice.posted"] + self.b.hours(4, 10 * 24)
-            if index == 0 and invoice_fault in ("middleware_failure", "dead_letter"):
+            if index == 0 and invoice_fault in ("middleware_failure", *DEAD_LETTERS):
+                refused = invoice_fault == "data_error"
                 self.integration(
-                    "failed", "invoice.posted", invoiced, execution, milestone_id=milestone_id
+                    "failed",
+                    "invoice.posted",
+                    invoiced,
+                    execution,
+                    refused=refused,
+                    milestone_id=milestone_id,
                 )
-                if invoice_fault == "dead_letter":
+                if invoice_fault in DEAD_LETTERS:
                     self.integration(
                         "dead_lettered",
                         "invoice.posted",
                         invoiced + H / 4,
                         execution,
+                        refused=refused,
                         milestone_id=milestone_id,
                     )
                     invoice = self._invoice(milestone, invoiced, deliver=False)
                     self.b.scenario.recoveries[execution] = Recovery(
-                        self.middleware, "invoice.posted", self.corr, (invoice,)
+                        self.middleware,
+                        "invoice.posted",
+                        self.corr,
+                        (invoice,),
+                        fails_again=int(refused),
                     )
                     continue
                 invoiced += self.b.hours(0.5, 6)

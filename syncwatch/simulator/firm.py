@@ -13,6 +13,9 @@ FAULT_WEIGHTS: Mapping[str, float] = {
     "stuck_stage": 1.0,  # an ERP stage comes days after its deadline, or never
     "middleware_failure": 1.0,  # integration.failed, then a retry succeeds (late)
     "dead_letter": 0.8,  # integration.failed + dead_lettered: the ERP event never comes
+    # a dead letter whose cause is data (the ERP refuses the record): the first replay fails
+    # again; one after someone fixed the record works
+    "data_error": 0.4,
     "duplicate_delivery": 1.0,  # one event delivered twice (same source + id)
     "late_delivery": 1.0,  # one event delivered hours or days after its time
     "out_of_order": 1.0,  # a stage event delivered before the previous stage's

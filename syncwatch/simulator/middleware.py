@@ -4,7 +4,10 @@
 then, about half a second later and from a thread of its own, posts through the ingest API what a
 real middleware's re-run would produce: ``integration.succeeded`` for the step, then the ERP
 events the dead letter held back, stamped with the wall clock. The flow moves, and syncwatch's
-follow-up marks the replay effective. ``GET /healthz`` answers ``{"status": "ok"}``."""
+follow-up marks the replay effective. A dead letter from a data error (the ERP refused the
+record, the ``data_error`` fault) fails again on its first replay: an ``integration.failed``
+saying why, the flow stays stuck and the follow-up marks that replay ineffective; the next replay
+(someone fixed the record meanwhile) works. ``GET /healthz`` answers ``{"status": "ok"}``."""
 
 from __future__ import annotations
 
@@ -26,13 +29,16 @@ Send = Callable[[list[dict[str, Any]]], object]
 def follow_up_events(
     execution_id: str, recovery: Recovery, now: datetime, replay_number: int
 ) -> list[dict[str, Any]]:
-    """The events a successful re-run of ``execution_id`` delivers at ``now`` (pure). The held
-    ERP events keep their ids: a second replay re-delivers them as duplicates, changing nothing."""
-    succeeded: dict[str, Any] = {
+    """The events the ``replay_number``-th re-run of ``execution_id`` delivers at ``now`` (pure):
+    ``integration.succeeded`` and the held ERP events, or, while the record is still refused
+    (``recovery.fails_again``), one ``integration.failed``. The held ERP events keep their ids: a
+    second successful replay re-delivers them as duplicates, changing nothing."""
+    refused = replay_number <= recovery.fails_again
+    outcome: dict[str, Any] = {
         "specversion": "1.0",
         "id": f"{execution_id}-replay-{replay_number}",
         "source": recovery.source,
-        "type": "integration.succeeded",
+        "type": "integration.failed" if refused else "integration.succeeded",
         "time": stamp(now - timedelta(milliseconds=1)),
         "correlationid": recovery.correlation_id,
         "data": {"step": recovery.step, "execution_id": execution_id, "replayed": True},
@@ -43,9 +49,15 @@ def follow_up_events(
         recovery.step
     )
     if key is not None and key in held:
-        succeeded["data"][key] = held[key]
+        outcome["data"][key] = held[key]
+    if refused:
+        outcome["data"].update(
+            error="ERP refused the record again: fix it in the ERP, then replay (HTTP 422)",
+            retryable=False,
+        )
+        return [outcome]
     erp = [{**event, "time": stamp(now)} for event in recovery.events]
-    return [succeeded, *erp]
+    return [outcome, *erp]
 
 
 class FakeMiddleware:

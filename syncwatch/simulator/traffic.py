@@ -49,6 +49,9 @@ class Recovery:
     step: str
     correlation_id: str
     events: tuple[Event, ...]
+    #: the replays that fail again before one works: the ERP refused the record (a data error,
+    #: not the network) until someone fixed it; 0 for a dead letter a re-run cures
+    fails_again: int = 0
 
 
 @dataclass

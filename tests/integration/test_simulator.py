@@ -245,12 +245,50 @@ def test_simulate_out_writes_what_ingest_loads(tmp_path: Path, database_url: str
     assert numbers[:3] == [len(distinct), len(lines) - len(distinct), 0], loaded.stdout
 
 
+def _replay_until(
+    client: httpx.Client,
+    database: Database,
+    keys: dict[str, str],
+    flow_id: str,
+    stage: str,
+    attempt: int,
+) -> dict[str, Any]:
+    """Replay ``flow_id`` through syncwatch and wait (probing) until the middleware's answer to
+    this re-run is stored: the stage reached, or a new ``integration.failed`` of the re-run.
+    Returns the flow."""
+    answer = client.post(
+        f"/v1/flows/{flow_id}/replay",
+        json={"reason": f"simulator test {attempt}"},
+        headers={**bearer(keys["oncall"]), "Idempotency-Key": f"sim-{attempt}"},
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["outcome"] == "sent", answer.json()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        probe(database)
+        flow: dict[str, Any] = client.get(
+            f"/v1/flows/{flow_id}", headers=bearer(keys["viewer"])
+        ).json()
+        reached = {s["stage"]: s["reached_at"] for s in flow["stages"]}[stage] is not None
+        failed_again = any(
+            e["id"].endswith(f"-replay-{attempt}") and e["type"] == "integration.failed"
+            for e in flow["events"]
+        )
+        if reached or failed_again:
+            return flow
+    raise AssertionError(f"the middleware's answer to replay {attempt} never arrived: {flow}")
+
+
+@pytest.mark.parametrize("fault", ["dead_letter", "data_error"])
 def test_a_replay_through_syncwatch_reaches_the_middleware_and_becomes_effective(
-    tmp_path: Path, database_url: str, database: Database, keys: dict[str, str]
+    tmp_path: Path, database_url: str, database: Database, keys: dict[str, str], fault: str
 ) -> None:
     """syncwatch's replay target is the fake middleware (as the demo configures it): the replay
     is sent, the middleware posts the held-back events, the flow reaches the stage and the
-    follow-up marks the replay effective."""
+    follow-up marks the replay effective. A data error (the ERP refused the record) fails again
+    on the first replay: the flow stays stuck on integration on-call, that replay turns out
+    ineffective, and the next one works."""
     senders: list[Sender] = []
 
     def send(events: list[dict[str, Any]]) -> None:
@@ -266,10 +304,14 @@ def test_a_replay_through_syncwatch_reaches_the_middleware_and_becomes_effective
                 "replay": {"targets": {"middleware/mulesoft": target}},
             }
         )
-        with serving(create_app(settings, database), probe_path="/readyz") as served:
+        replayer = Replayer(database, settings.replay)
+        with (
+            serving(create_app(settings, database), probe_path="/readyz") as served,
+            httpx.Client(base_url=served, timeout=30) as client,
+        ):
             senders.append(Sender(served, keys["ingest"]))
             player = Player(
-                firm_profile("medium").with_faults(dead_letter=0.5),
+                firm_profile("medium").with_faults(**{fault: 0.5}),
                 seed=3,
                 origin=datetime.now(UTC).replace(microsecond=0),
                 speed=3600,
@@ -278,37 +320,38 @@ def test_a_replay_through_syncwatch_reaches_the_middleware_and_becomes_effective
             )
             player.backfill(4)
             probe(database)
-            with httpx.Client(base_url=served, timeout=30) as client:
-                stuck = client.get(
-                    "/v1/flows",
-                    params={"queue": "integration_oncall", "limit": 200},
-                    headers=bearer(keys["viewer"]),
-                )
-                assert stuck.status_code == 200, stuck.text
-                assert stuck.json()["items"], "no flow stuck on a dead letter"
-                flow = stuck.json()["items"][0]
-                flow_id, stage = flow["flow_id"], flow["stuck_stage"]
-                answer = client.post(
-                    f"/v1/flows/{flow_id}/replay",
-                    json={"reason": "simulator test"},
-                    headers={**bearer(keys["oncall"]), "Idempotency-Key": "sim-1"},
-                )
-                assert answer.status_code == 201, answer.text
-                assert answer.json()["outcome"] == "sent", answer.json()
-                deadline = time.monotonic() + 20
-                reached = False
-                while time.monotonic() < deadline and not reached:
-                    time.sleep(0.3)
-                    probe(database)
-                    moved = client.get(f"/v1/flows/{flow_id}", headers=bearer(keys["viewer"]))
-                    stages = {s["stage"]: s for s in moved.json()["stages"]}
-                    reached = stages[stage]["reached_at"] is not None
-                assert reached, moved.json()
-            replayer = Replayer(database, settings.replay)
-            try:
-                assert replayer.follow_up(datetime.now(UTC))["effective"] == 1
-            finally:
-                replayer.close()
+            stuck = client.get(
+                "/v1/flows",
+                params={"queue": "integration_oncall", "limit": 200},
+                headers=bearer(keys["viewer"]),
+            )
+            assert stuck.status_code == 200, stuck.text
+            assert stuck.json()["items"], "no flow stuck on a dead letter"
+            flow = stuck.json()["items"][0]
+            flow_id, stage = flow["flow_id"], flow["stuck_stage"]
+            attempt = 1
+            if fault == "data_error":
+                again = _replay_until(client, database, keys, flow_id, stage, attempt)
+                assert (again["state"], again["queue"]) == ("stuck", "integration_oncall"), again
+                assert replayer.follow_up(datetime.now(UTC)) == {
+                    "effective": 0,
+                    "ineffective": 0,
+                    "failed": 0,
+                }  # still within its follow-up window
+                later = datetime.now(UTC) + settings.replay.follow_up_after
+                assert replayer.follow_up(later)["ineffective"] == 1
+                attempt += 1
+            moved = _replay_until(client, database, keys, flow_id, stage, attempt)
+            assert {s["stage"]: s["reached_at"] for s in moved["stages"]}[stage] is not None
+            assert replayer.follow_up(datetime.now(UTC))["effective"] == 1
+            outcomes = [
+                r["outcome"]
+                for r in client.get("/v1/replays", headers=bearer(keys["viewer"])).json()["items"]
+            ]
+            assert sorted(outcomes) == (
+                ["effective", "ineffective"] if fault == "data_error" else ["effective"]
+            )
+        replayer.close()
         assert middleware.errors == []
     finally:
         middleware.stop()

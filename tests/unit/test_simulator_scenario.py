@@ -68,8 +68,20 @@ def middleware_failure(deliveries: list[Delivery]) -> bool:
     return types(deliveries)["integration.failed"] > types(deliveries)["integration.dead_lettered"]
 
 
+def _dead_letters(deliveries: list[Delivery], cause: str) -> bool:
+    return any(
+        d.event["type"] == "integration.dead_lettered"
+        and d.event["data"]["error"].startswith(cause)
+        for d in deliveries
+    )
+
+
 def dead_letter(deliveries: list[Delivery]) -> bool:
-    return types(deliveries)["integration.dead_lettered"] > 0
+    return _dead_letters(deliveries, "retries exhausted")
+
+
+def data_error(deliveries: list[Delivery]) -> bool:
+    return _dead_letters(deliveries, "not retryable: ERP refused the record")
 
 
 def duplicate_delivery(deliveries: list[Delivery]) -> bool:
@@ -176,6 +188,7 @@ DETECTORS: dict[str, Callable[[list[Delivery]], bool]] = {
     "stuck_stage": stuck_stage,
     "middleware_failure": middleware_failure,
     "dead_letter": dead_letter,
+    "data_error": data_error,
     "duplicate_delivery": duplicate_delivery,
     "late_delivery": late_delivery,
     "out_of_order": out_of_order,
@@ -265,6 +278,27 @@ def test_a_replay_delivers_what_the_dead_letter_held_back() -> None:
         assert all(when(e) <= now for e in events)
         for event in events:
             validate_event(event)
+
+
+def test_a_data_error_fails_again_on_its_first_replay_and_not_after() -> None:
+    scenario = plan(MEDIUM.with_faults(data_error=0.3), START, END, 8)
+    refused = {e: r for e, r in scenario.recoveries.items() if r.fails_again}
+    assert refused and all(r.fails_again == 1 for r in refused.values())
+    now = END + timedelta(hours=1)
+    for execution, recovery in refused.items():
+        [again] = follow_up_events(execution, recovery, now, 1)
+        assert again["type"] == "integration.failed"
+        assert again["data"]["step"] == recovery.step
+        assert again["data"]["execution_id"] == execution
+        assert again["data"]["retryable"] is False and "refused" in again["data"]["error"]
+        validate_event(again)
+        fixed = follow_up_events(execution, recovery, now, 2)
+        assert [e["type"] for e in fixed] == [
+            "integration.succeeded",
+            *(held["type"] for held in recovery.events),
+        ]
+        assert fixed[1]["type"] == recovery.step
+        assert again["id"] != fixed[0]["id"]  # each re-run is its own event
 
 
 def test_live_times_never_run_ahead_of_the_wall_clock() -> None:
