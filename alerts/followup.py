@@ -1,7 +1,12 @@
 """The follow-up of replays (api.md, Replay): a sent replay is ``effective`` once the flow reaches
 the replayed stage, ``ineffective`` when it has not after ``replay.follow_up_after``; a replay left
 ``sending`` by a crash is ``failed`` ("interrupted") once no send could still be running, and is
-never sent again by itself. Runs after each probe cycle (``syncwatch.scheduler``)."""
+never sent again by itself. Runs after each probe cycle (``syncwatch.scheduler``).
+
+A replay's window also ends when the next replay of the same flow and stage is sent: the flow
+moving after that is the later replay's doing, so a replay that had to be sent again is
+``ineffective`` and only the one after which the flow moved is ``effective`` (api.md says only
+"effective once the flow reaches the stage"; without this rule both would count as effective)."""
 
 from __future__ import annotations
 
@@ -63,8 +68,14 @@ def follow_up(
                 flow.flow_id: flow
                 for flow in connection.execute(sa.select(flows).where(flows.c.flow_id.in_(wanted)))
             }
+            sent_again = _sent_again(connection, wanted)
             for row in rows:
-                outcome = _conclude(connection, row, flow_rows.get(row.flow_id), now)
+                until = row.follow_up_until or now
+                for later_id, later_at in sent_again.get((row.flow_id, row.stage), ()):
+                    if later_id > row.id:
+                        until = min(until, later_at)
+                        break
+                outcome = _conclude(connection, row, flow_rows.get(row.flow_id), now, until)
                 if outcome is not None:
                     counts[outcome] += 1
         if len(rows) < batch:
@@ -72,8 +83,31 @@ def follow_up(
         after = rows[-1].id
 
 
-def _conclude(connection: Connection, row: Any, flow: Any | None, now: datetime) -> str | None:
-    until = row.follow_up_until or now
+#: Outcomes of a replay that went (or is going) to the middleware.
+SENT = ("sending", "sent", "effective", "ineffective")
+
+
+def _sent_again(
+    connection: Connection, flow_ids: set[str]
+) -> dict[tuple[str, str], list[tuple[int, datetime]]]:
+    """The replays sent of these flows, by flow and stage, in the order they were asked for."""
+    found: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
+    if not flow_ids:
+        return found
+    for replay in connection.execute(
+        sa.select(replays.c.id, replays.c.flow_id, replays.c.stage, replays.c.requested_at)
+        .where(replays.c.flow_id.in_(flow_ids), replays.c.outcome.in_(SENT))
+        .order_by(replays.c.id)
+    ):
+        found.setdefault((replay.flow_id, replay.stage), []).append(
+            (replay.id, replay.requested_at)
+        )
+    return found
+
+
+def _conclude(
+    connection: Connection, row: Any, flow: Any | None, now: datetime, until: datetime
+) -> str | None:
     decided: tuple[str, datetime | None] | None
     if flow is None:  # the flow no longer exists (its correlation was re-resolved)
         decided = ("ineffective", None) if now >= until else None

@@ -883,6 +883,28 @@ def test_a_late_follow_up_judges_as_of_the_end_of_the_window(world: World) -> No
     assert (row["outcome"], row["moved"], row["stage_reached_at"]) == ("ineffective", False, None)
 
 
+def test_a_replay_sent_again_before_the_flow_moved_is_ineffective(world: World) -> None:
+    """Two replays of the flow 10 minutes apart, the stage reached 10 minutes after the second:
+    the first one's window ended when the second was sent, so only the second is effective (both
+    within 1 h, which alone would count both)."""
+    correlation = "Q2C-TWICE"
+    flow_id = stuck_on_failure(world, correlation)
+    first = world.replay(flow_id, key="twice-1").json()
+    world.clock.now = NOW + timedelta(minutes=10)
+    second = world.replay(flow_id, key="twice-2").json()
+    assert (first["outcome"], second["outcome"]) == ("sent", "sent")
+    reached = NOW + timedelta(minutes=20)
+    world.clock.now = NOW + timedelta(minutes=30)
+    world.post(erp(correlation, "customer.synced", reached, customer_id="C-1"))
+    world.probe()
+    counts = world.replayer.follow_up(NOW + timedelta(minutes=30))
+    assert counts == {"effective": 1, "ineffective": 1, "failed": 0}
+    outcomes = {row["id"]: (row["outcome"], row["stage_reached_at"]) for row in world.replays()}
+    assert outcomes[first["id"]] == ("ineffective", None)
+    assert outcomes[second["id"]][0] == "effective"
+    assert datetime.fromisoformat(outcomes[second["id"]][1]) == reached
+
+
 def test_the_follow_up_window_is_configurable(make_world: Callable[..., World]) -> None:
     world = make_world(replay_settings(follow_up_after="15m"))
     replay = world.replay(stuck_on_failure(world)).json()
