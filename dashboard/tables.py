@@ -48,6 +48,7 @@ HEADERS = {
     "deadline_at": "Deadline",
     "reached_at": "Reached",
     "status": "Status",
+    "details": "Details",
 }
 #: Fields holding an RFC 3339 instant.
 INSTANTS = frozenset(
@@ -78,6 +79,17 @@ def days(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / SECONDS_A_DAY, 1)
 
 
+def details(value: Mapping[str, Any] | None) -> str:
+    """A finding's details in one line: ``differences: missing M3, amount M1: 100.00 != 97.50``."""
+    if not value:
+        return ""
+    parts = []
+    for key, item in value.items():
+        shown = ", ".join(str(i) for i in item) if isinstance(item, list | tuple) else item
+        parts.append(f"{key}: {'' if shown is None else shown}")
+    return "; ".join(parts)
+
+
 def cell(name: str, value: Any) -> Any:
     if name in INSTANTS:
         return when(value, seconds=name in SECONDS)
@@ -87,6 +99,8 @@ def cell(name: str, value: Any) -> Any:
         return money(value)
     if name == "aging":
         return AGING.get(value, value or "")
+    if name == "details":
+        return details(value)
     return "" if value is None else value
 
 

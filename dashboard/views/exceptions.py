@@ -31,6 +31,7 @@ COLUMNS = (
     "acknowledged_by",
     "assignee",
     "resolved_by",
+    "details",
 )
 
 

@@ -75,7 +75,11 @@ def detail(flow_id: str) -> None:
         )
     for title, name, columns in (
         ("Events", "events", ("time", "type", "source", "id")),
-        ("Findings", "findings", ("id", "kind", "queue", "opened_at", "resolved_at", "assignee")),
+        (
+            "Findings",
+            "findings",
+            ("id", "kind", "queue", "opened_at", "resolved_at", "assignee", "details"),
+        ),
         ("Replays", "replays", ("id", "requested_at", "requested_by", "reason", "outcome")),
     ):
         rows = flow.get(name) or []

@@ -273,6 +273,24 @@ def test_the_queues_show_the_open_findings_and_aging_of_the_api(world: World) ->
     # B's finding (its failure on Nov 9, 11:00) is less than a day old; C waits in pmo.
     assert (expected["integration_oncall open"], expected["integration_oncall < 1 d"]) == ("1", "1")
     assert expected["pmo open"] == "1"
+    # each finding with what it is about (a stuck flow's stage, a term mismatch's differences)
+    shown_details = {
+        finding_id: text
+        for table in at.dataframe
+        if "details" in table.value.columns
+        for finding_id, text in zip(table.value["id"], table.value["details"], strict=True)
+    }
+    api_details = {
+        item["id"]: item["details"]
+        for queue in queues
+        for item in world.get("/v1/exceptions", queue=queue)["items"]
+    }
+    assert shown_details.keys() == api_details.keys() and api_details
+    for finding_id, details in api_details.items():
+        assert shown_details[finding_id] == "; ".join(
+            f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+            for key, value in details.items()
+        )
     overview = run_app().dataframe[-1].value  # the overview's table: the same numbers
     assert dict(zip(overview["queue"], overview["open"], strict=True)) == {
         queue: figures["open"] for queue, figures in queues.items()

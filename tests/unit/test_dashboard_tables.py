@@ -61,3 +61,17 @@ def test_rows_keep_the_field_names_and_show_each_kind_of_value() -> None:
         "age_seconds": "Age (days)",
         "unknown": "unknown",
     }
+
+
+def test_a_findings_details_fit_one_line() -> None:
+    assert tables.details({"differences": ["missing M3", "amount M1: 100.00 != 97.50"]}) == (
+        "differences: missing M3, amount M1: 100.00 != 97.50"
+    )
+    assert tables.details({"invoice_id": "INV-1", "amendment_id": "A1"}) == (
+        "invoice_id: INV-1; amendment_id: A1"
+    )
+    assert tables.details({"stage": None}) == "stage: "
+    assert tables.details(None) == tables.details({}) == ""
+    assert tables.rows([{"details": {"missing": ["currency"]}}], ["details"]) == [
+        {"details": "missing: currency"}
+    ]
