@@ -25,13 +25,13 @@ STATUSES = ("open", "unacknowledged", "acknowledged", "resolved", "all")
 COLUMNS = (
     "id",
     "kind",
-    "flow_id",
+    "details",
     "opened_at",
     "aging",
+    "flow_id",
     "acknowledged_by",
     "assignee",
     "resolved_by",
-    "details",
 )
 
 
