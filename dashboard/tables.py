@@ -41,6 +41,7 @@ HEADERS = {
     "reason": "Reason",
     "outcome": "Outcome",
     "refusal": "Refusal",
+    "message": "Message",
     "moved": "Moved",
     "time": "Time",
     "type": "Type",

@@ -13,17 +13,18 @@ from dashboard import loaders, ui
 from dashboard.client import ApiClient, flow_path
 
 OUTCOMES = ("all", "sent", "refused", "failed", "effective", "ineffective", "sending")
+#: The outcome first: what an on-call engineer looks for.
 COLUMNS = (
     "id",
+    "outcome",
     "flow_id",
     "stage",
     "requested_at",
-    "requested_by",
     "trigger",
+    "requested_by",
     "reason",
-    "outcome",
     "refusal",
-    "moved",
+    "message",
 )
 
 
