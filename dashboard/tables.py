@@ -1,9 +1,9 @@
 """The API's items as table rows people read, without I/O: instants as ``2026-12-04 17:02 UTC``
 (sorting the text sorts by time), ages in days with one decimal (a number, so a click on the
-column sorts it), amounts of money with thousands separators and their 2 decimals (text from the
-API's decimal string, never through a float), aging buckets as on the tiles (``< 1 d``), nothing
-shown for a missing value. The rows keep the API's field names; the column headers people see
-are in ``HEADERS``."""
+column sorts it), amounts of money with thousands separators, their 2 decimals and their
+currency (text from the API's decimal string, never through a float), aging buckets as on the
+tiles (``< 1 d``), a finding's details in one line, nothing shown for a missing value. The rows
+keep the API's field names; the column headers people see are in ``HEADERS``."""
 
 from __future__ import annotations
 
@@ -68,11 +68,12 @@ def when(value: str | None, *, seconds: bool = False) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
-def money(amount: str | None) -> str:
-    """``146500.00`` as ``146,500.00``, exactly; "" for None."""
+def money(amount: str | None, currency: str | None = None) -> str:
+    """``146500.00`` as ``146,500.00`` (``146,500.00 GBP`` with its currency), exactly; "" for
+    None."""
     if amount is None:
         return ""
-    return f"{Decimal(amount):,.2f}"
+    return f"{Decimal(amount):,.2f} {currency or ''}".rstrip()
 
 
 def days(seconds: float | None) -> float | None:
@@ -91,13 +92,13 @@ def details(value: Mapping[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
-def cell(name: str, value: Any) -> Any:
+def cell(name: str, value: Any, item: Mapping[str, Any]) -> Any:
     if name in INSTANTS:
         return when(value, seconds=name in SECONDS)
     if name == "age_seconds":
         return days(value)
     if name == "value_at_risk":
-        return money(value)
+        return money(value, item.get("currency"))
     if name == "aging":
         return AGING.get(value, value or "")
     if name == "details":
@@ -107,7 +108,7 @@ def cell(name: str, value: Any) -> Any:
 
 def rows(items: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
     """``columns`` of each item, shown as people read them."""
-    return [{name: cell(name, item.get(name)) for name in columns} for item in items]
+    return [{name: cell(name, item.get(name), item) for name in columns} for item in items]
 
 
 def headers(columns: Sequence[str]) -> dict[str, str]:

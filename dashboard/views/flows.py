@@ -20,7 +20,6 @@ COLUMNS = [
     "queue",
     "age_seconds",
     "value_at_risk",
-    "currency",
     "legal_entity",
     "region",
     "service_line",
@@ -63,9 +62,7 @@ def detail(flow_id: str) -> None:
         "deadline": when(flow.get("deadline_at")),
         "stuck stage": flow.get("stuck_stage"),
         "queue": flow.get("queue"),
-        "value at risk": f"{money(flow['value_at_risk'])} {flow.get('currency') or ''}".strip()
-        if flow.get("value_at_risk")
-        else None,
+        "value at risk": money(flow.get("value_at_risk"), flow.get("currency")),
     }
     st.dataframe([facts], hide_index=True, key="flow_facts")
     if flow.get("stages"):

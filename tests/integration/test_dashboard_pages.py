@@ -242,9 +242,9 @@ def test_the_flows_page_lists_stuck_flows_and_shows_one(world: World) -> None:
     # read as people read them: money exact with separators, ages in days
     table = at.dataframe[0].value
     assert list(table["value_at_risk"]) == [
-        f"{Decimal(item['value_at_risk']):,.2f}" for item in api["items"]
+        f"{Decimal(item['value_at_risk']):,.2f} {item['currency']}" for item in api["items"]
     ]
-    assert table["value_at_risk"].iloc[0] == "5,000.00"
+    assert table["value_at_risk"].iloc[0] == "5,000.00 USD"
     assert list(table["age_seconds"]) == [
         round(item["age_seconds"] / 86400, 1) for item in api["items"]
     ]

@@ -18,6 +18,7 @@ def test_money_is_exact_with_separators_and_never_a_float() -> None:
     assert tables.money("146500.00") == "146,500.00"
     assert tables.money("12345678901234567.89") == "12,345,678,901,234,567.89"
     assert tables.money("0.1") == "0.10"
+    assert tables.money("146500", "EUR") == "146,500.00 EUR"
     assert tables.money(None) == ""
 
 
@@ -27,6 +28,7 @@ def test_rows_keep_the_field_names_and_show_each_kind_of_value() -> None:
             "flow_id": "contract_onboarding:Q2C-1",
             "age_seconds": 4630233.044,
             "value_at_risk": "146500.00",
+            "currency": "GBP",
             "opened_at": "2026-11-14T22:44:16Z",
             "time": "2026-11-14T22:44:16.5Z",
             "assignee": None,
@@ -40,7 +42,7 @@ def test_rows_keep_the_field_names_and_show_each_kind_of_value() -> None:
         {
             "flow_id": "contract_onboarding:Q2C-1",
             "age_seconds": 53.6,
-            "value_at_risk": "146,500.00",
+            "value_at_risk": "146,500.00 GBP",
             "opened_at": "2026-11-14 22:44 UTC",
             "time": "2026-11-14 22:44:16 UTC",
             "assignee": "",
